@@ -1,0 +1,1 @@
+"""The bundled OpenAI-compatible simulator: a declared test double for the model."""

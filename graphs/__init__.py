@@ -1,0 +1,1 @@
+"""State schemas, the per-problem training graph and the run driver."""

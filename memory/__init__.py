@@ -1,0 +1,1 @@
+"""Experience banks over a LangGraph store, storage backends and the results database."""
