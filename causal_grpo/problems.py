@@ -1,0 +1,272 @@
+"""Problems and datasets: the shipped AIME 2024, AIME 2025 and Physics sets, and users' own files.
+
+A dataset is a JSONL file (one problem object a line) or a JSON array of problem objects. Each object needs
+`text` and `answer` (a string or a number; numbers keep the exact text they were written with); `id`, `unit`,
+`domain` and `topic` are optional, other keys are ignored. A missing `id` becomes `<file stem>_<NNN>` from
+the problem's 1-based position. A user's problem is physics when it says `"domain": "physics"` or carries a
+`unit`, else math.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Iterator
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from causal_grpo.errors import DatasetError
+
+Domain = Literal["math", "physics"]
+Format = Literal["jsonl", "json"]
+
+MAX_FILE_BYTES = 64 * 1024 * 1024
+
+
+class Problem(BaseModel):
+    """One problem with its reference answer."""
+
+    id: str
+    text: str
+    answer: str
+    unit: str | None = None
+    dataset: str
+    domain: Literal["math", "physics"]
+    topic: str | None = None
+
+
+class DatasetFile(BaseModel):
+    """One shipped data file as `data/dataset_config.json` describes it."""
+
+    file: str
+    format: Format
+    domain: Domain
+    description: str
+
+
+class Collection(BaseModel):
+    """A named concatenation of shipped datasets, such as 'full'."""
+
+    includes: list[str] = Field(min_length=1)
+    description: str
+
+
+class DatasetConfig(BaseModel):
+    """The shipped datasets and collections."""
+
+    datasets: dict[str, DatasetFile]
+    collections: dict[str, Collection]
+
+
+class DatasetInfo(BaseModel):
+    """A shipped dataset or collection with its problem count, for listings."""
+
+    name: str
+    count: int
+    domains: list[Domain]
+    files: list[str]
+    description: str
+
+
+class _RawNumber(str):
+    """A JSON number kept as the text it was written with, so '3.51e15' stays '3.51e15'."""
+
+
+@cache
+def dataset_config() -> DatasetConfig:
+    """The shipped dataset configuration (read once from package data)."""
+    text = resources.files("causal_grpo").joinpath("data", "dataset_config.json").read_text(encoding="utf-8")
+    return DatasetConfig.model_validate_json(text)
+
+
+def dataset_names() -> list[str]:
+    """Names accepted by `load_problems` besides a file path: collections first, then datasets."""
+    config = dataset_config()
+    return [*config.collections, *config.datasets]
+
+
+def list_datasets() -> list[DatasetInfo]:
+    """Every shipped dataset and collection with its number of problems."""
+    config = dataset_config()
+    infos = []
+    for name in dataset_names():
+        members = config.collections[name].includes if name in config.collections else [name]
+        description = (config.collections.get(name) or config.datasets[name]).description
+        infos.append(
+            DatasetInfo(
+                name=name,
+                count=len(load_problems(name)),
+                domains=sorted({config.datasets[m].domain for m in members}),
+                files=[config.datasets[m].file for m in members],
+                description=description,
+            )
+        )
+    return infos
+
+
+def load_problems(
+    dataset: str | Path = "full", max_problems: int | None = None, start_problem: int = 1
+) -> list[Problem]:
+    """Load a shipped dataset by name ('full', 'aime2024', 'aime2025', 'physics') or a user's file.
+
+    Args:
+        dataset: A shipped name or the path of a `.jsonl` / `.json` file.
+        max_problems: Keep at most this many problems, counted from `start_problem`.
+        start_problem: 1-based position of the first problem to keep.
+
+    Raises:
+        DatasetError: Unknown name, unreadable or malformed file, or a start past the end.
+    """
+    if start_problem < 1:
+        raise DatasetError(f"start_problem must be 1 or more, got {start_problem}")
+    if max_problems is not None and max_problems < 0:
+        raise DatasetError(f"max_problems must be 0 or more, got {max_problems}")
+    problems = _load_all(dataset)
+    if start_problem > len(problems):
+        raise DatasetError(f"start_problem {start_problem} is past the end of {dataset} ({len(problems)} problems)")
+    selected = problems[start_problem - 1 :]
+    return selected if max_problems is None else selected[:max_problems]
+
+
+def _load_all(dataset: str | Path) -> list[Problem]:
+    config = dataset_config()
+    name = str(dataset)
+    if not isinstance(dataset, Path) and name in config.collections:
+        return [p.model_copy() for member in config.collections[name].includes for p in _load_shipped(member)]
+    if not isinstance(dataset, Path) and name in config.datasets:
+        # Copies, so that a caller editing a problem never alters the cached dataset.
+        return [p.model_copy() for p in _load_shipped(name)]
+    path = Path(dataset)
+    if not path.is_file():
+        valid = ", ".join(dataset_names())
+        raise DatasetError(f"unknown dataset {name!r}: not one of {valid}, and no such file")
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise DatasetError(f"{path}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+        data = path.read_bytes()
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot be read ({e.strerror or e})") from None
+    return _parse_file(data, path)
+
+
+@cache
+def _load_shipped(name: str) -> tuple[Problem, ...]:
+    spec = dataset_config().datasets[name]
+    data = resources.files("causal_grpo").joinpath("data", spec.file).read_bytes()
+    return tuple(_parse_bytes(data, label=spec.file, dataset=name, fmt=spec.format, domain=spec.domain))
+
+
+def _parse_file(data: bytes, path: Path) -> list[Problem]:
+    suffix = path.suffix.lower()
+    fmt: Format
+    if suffix in (".jsonl", ".json"):
+        fmt = "jsonl" if suffix == ".jsonl" else "json"
+    else:
+        # Unknown extension: an array opens with '[', anything else is read as JSONL.
+        fmt = "json" if data.removeprefix(codecs.BOM_UTF8).lstrip()[:1] == b"[" else "jsonl"
+    return _parse_bytes(data, label=str(path), dataset=path.stem, fmt=fmt, domain=None)
+
+
+def _parse_bytes(data: bytes, *, label: str, dataset: str, fmt: Format, domain: Domain | None) -> list[Problem]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DatasetError(f"{label}: line {line}: not valid UTF-8 (byte {e.start})") from None
+    if not text.strip():
+        raise DatasetError(f"{label}: the file is empty")
+    records = _jsonl_records(text, label) if fmt == "jsonl" else _json_records(text, label)
+    problems: list[Problem] = []
+    where_of: dict[str, str] = {}
+    for position, (where, record) in enumerate(records, start=1):
+        problem = _to_problem(record, f"{label}: {where}", dataset=dataset, position=position, domain=domain)
+        if problem.id in where_of:
+            raise DatasetError(f"{label}: {where}: duplicate id {problem.id!r} (first at {where_of[problem.id]})")
+        where_of[problem.id] = where
+        problems.append(problem)
+    if not problems:
+        raise DatasetError(f"{label}: contains no problems")
+    return problems
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, parse_float=_RawNumber, parse_int=_RawNumber)
+
+
+def _jsonl_records(text: str, label: str) -> Iterator[tuple[str, Any]]:
+    # Split on '\n' only: JSON strings may hold raw U+2028 and similar, which splitlines() would cut.
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield f"line {number}", _loads(line)
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{label}: line {number}: invalid JSON ({e.msg} at column {e.colno})") from None
+
+
+def _json_records(text: str, label: str) -> Iterator[tuple[str, Any]]:
+    try:
+        data = _loads(text)
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{label}: line {e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(data, list):
+        raise DatasetError(f"{label}: expected a JSON array of problem objects, got {_type_name(data)}")
+    for index, item in enumerate(data):
+        yield f"item [{index}]", item
+
+
+class _Record(BaseModel):
+    """A problem object as written in a file, after the type checks."""
+
+    id: str | None = Field(default=None, min_length=1)
+    text: str = Field(min_length=1)
+    answer: str = Field(min_length=1)
+    unit: str | None = None
+    domain: Domain | None = None
+    topic: str | None = None
+
+
+_STRING_FIELDS = ("id", "text", "unit", "domain", "topic")
+
+
+def _to_problem(record: Any, where: str, *, dataset: str, position: int, domain: Domain | None) -> Problem:
+    if not isinstance(record, dict):
+        raise DatasetError(f"{where}: expected a problem object, got {_type_name(record)}")
+    for key in ("text", "answer"):
+        if key not in record:
+            raise DatasetError(f"{where}: missing {key!r}")
+    for key in _STRING_FIELDS:
+        value = record.get(key)
+        if value is not None and (not isinstance(value, str) or isinstance(value, _RawNumber)):
+            raise DatasetError(f"{where}: {key!r} must be a string, got {_type_name(value)}")
+    answer = record["answer"]
+    if not isinstance(answer, str):
+        raise DatasetError(f"{where}: 'answer' must be a string or a number, got {_type_name(answer)}")
+    try:
+        parsed = _Record.model_validate({k: record.get(k) for k in _Record.model_fields if k in record})
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise DatasetError(f"{where}: {field!r}: {first['msg']}") from None
+    if domain is None:
+        domain = parsed.domain or ("physics" if parsed.unit is not None else "math")
+    return Problem(
+        id=parsed.id or f"{dataset}_{position:03d}",
+        text=parsed.text,
+        answer=str(parsed.answer).strip(),
+        unit=parsed.unit,
+        dataset=dataset,
+        domain=domain,
+        topic=parsed.topic,
+    )
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, _RawNumber):
+        return "a number"
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
