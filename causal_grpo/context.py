@@ -73,6 +73,8 @@ class Context(BaseModel):
     max_reasks: int = Field(default=2, ge=0, description="Re-asks after invalid structured output.")
     max_tokens: int | None = Field(default=None, description="Completion token cap per call.")
     concurrency: int = Field(default=8, ge=1, description="Model calls in flight across the whole run.")
+    price_prompt_per_m: float | None = Field(default=None, ge=0, description="Price per 1M prompt tokens")
+    price_completion_per_m: float | None = Field(default=None, ge=0, description="Price per 1M output tokens")
     temperature: float | None = Field(default=None, description="Overrides every generator's temperature.")
     judge: bool = Field(default=True, description="Use the LLM judge in r_logic; off = deterministic checks only.")
     rollouts: int = Field(default=3, ge=1, le=16, description="Rollouts per generator per problem.")

@@ -1,0 +1,519 @@
+"""The one door to models: ChatOpenAI clients, structured output with mode fallback, re-asks, retries, usage.
+
+Retries: the openai SDK under `ChatOpenAI` retries connection errors, timeouts, 408, 409, 429 and
+every 5xx up to `max_retries` times (`openai._base_client.AsyncAPIClient.request`, `_should_retry`).
+It waits `Retry-After`/`Retry-After-Ms` when the server sends one within (0, 120] s (a longer one is
+not retried), else backs off exponentially, 0.5 s doubling to at most 8 s, minus up to 25 % jitter
+(`_calculate_retry_timeout`). Nothing had to be added; what still fails afterwards becomes
+`TransientModelError`, which the graph's RetryPolicy may retry at the node level.
+
+The API key is read here alone, from the env var `Context.api_key_env` names, handed to ChatOpenAI
+as a SecretStr, and scrubbed from every message we build; it never enters a Context, log or error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import logging
+import os
+import threading
+import time
+import weakref
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Any, Generic, Literal, TypeVar, cast
+
+import openai
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from langchain_openai import ChatOpenAI
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+
+from causal_grpo.context import AgentEndpoint, Context
+from causal_grpo.errors import CausalGrpoError
+
+log = logging.getLogger("causal_grpo.llm")
+
+T = TypeVar("T", bound=BaseModel)
+
+AGENTS = frozenset({"generator", "judge", "extractor", "critic"})
+SIMULATED = "simulated"
+Mode = Literal["json_schema", "tool", "text"]
+MODES: tuple[Mode, ...] = ("json_schema", "tool", "text")
+TEXT_INSTRUCTION = "Respond with a JSON object for the schema named {name}"
+REASK = "Your previous reply was invalid: {reason}. Reply again with only a JSON object for the schema {name}."
+# Local servers (vLLM, Ollama, llama.cpp) usually need no key, but the SDK insists on one.
+NO_KEY = "not-needed"
+MAX_REASON_CHARS = 300
+MAX_JSON_STARTS = 64
+
+
+class TransientModelError(CausalGrpoError):
+    """The endpoint kept failing (429, 5xx, timeout, dropped connection) after the SDK's retries."""
+
+
+class ModelAccessError(CausalGrpoError):
+    """The endpoint refuses us (401, 403) or lacks the model (404): the run cannot go on."""
+
+
+class Usage(BaseModel):
+    """Token counts and calls, summed over attempts."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            calls=self.calls + other.calls,
+        )
+
+    def cost(self, prompt_per_m: float | None, completion_per_m: float | None) -> float | None:
+        """Cost at the given prices per million tokens; None when no price is known."""
+        if prompt_per_m is None and completion_per_m is None:
+            return None
+        return (self.prompt_tokens * (prompt_per_m or 0.0) + self.completion_tokens * (completion_per_m or 0.0)) / 1e6
+
+
+@dataclass(frozen=True)
+class StructuredResult(Generic[T]):
+    """A structured call's outcome: the parsed value, or why there is none (an invalid rollout)."""
+
+    value: T | None
+    error: str | None
+    usage: Usage
+    attempts: int
+    mode: str
+    raw: str | None
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """True when a value was parsed."""
+        return self.value is not None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where an agent's calls go; the key itself is not here, only the env var naming it."""
+
+    model: str
+    base_url: str | None
+    api_key_env: str
+
+    def describe(self) -> str:
+        """One phrase naming the endpoint for messages, never the key."""
+        return f"{self.base_url or 'the default OpenAI endpoint'} for model {self.model}"
+
+
+@dataclass(frozen=True)
+class _Settings:
+    endpoint: Endpoint
+    agent: str
+    temperature: float | None
+    structured_mode: str
+    request_timeout: float
+    max_retries: int
+    max_reasks: int
+    max_tokens: int | None
+    concurrency: int
+    run: str
+    verbose: bool
+
+
+@dataclass(frozen=True)
+class _Reply:
+    mode: Mode
+    text: str | None
+    finish_reason: str | None
+    usage: Usage
+    # False when the server answered without the structure the mode asks for (it ignored the mode).
+    structured: bool
+    # Set when the reply is unusable before parsing, e.g. a malformed body from the server.
+    problem: str | None = None
+
+
+class _Rejected(Exception):
+    """A 400/422-style refusal of the request itself (e.g. an unsupported response_format)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# Process-wide memory of the structured mode each (base_url, model) supports.
+_detected_modes: dict[tuple[str | None, str], Mode] = {}
+# Per event loop: one semaphore per (run, concurrency) and one detection lock per endpoint.
+_semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], asyncio.Semaphore]] = (
+    weakref.WeakKeyDictionary()
+)
+_detect_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str | None, str], asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+_clients: dict[_Settings, ModelClient] = {}
+_clients_lock = threading.Lock()
+_simulator: Any = None
+_simulator_lock = threading.Lock()
+
+
+def extract_json(text: str) -> dict[str, Any] | None:
+    """The first JSON object in text, tolerating code fences and prose around it; None if there is none."""
+    stripped = text.strip()
+    try:
+        whole = json.loads(stripped)
+    except ValueError:
+        whole = None
+    if isinstance(whole, dict):
+        return whole
+    decoder = json.JSONDecoder()
+    start = text.find("{")
+    for _ in range(MAX_JSON_STARTS):
+        if start < 0:
+            return None
+        try:
+            value, _end = decoder.raw_decode(text, start)
+        except ValueError:
+            value = None
+        if isinstance(value, dict):
+            return value
+        start = text.find("{", start + 1)
+    return None
+
+
+def validation_reason(exc: ValidationError) -> str:
+    """A short, model-readable summary of a validation error (first few problems)."""
+    problems = [f"{'.'.join(map(str, e['loc'])) or 'object'}: {e['msg']}" for e in exc.errors()[:3]]
+    more = len(exc.errors()) - len(problems)
+    text = "schema validation failed: " + "; ".join(problems) + (f" (+{more} more)" if more > 0 else "")
+    return text[:MAX_REASON_CHARS]
+
+
+def parse_reply(schema: type[T], text: str | None, finish_reason: str | None) -> tuple[T | None, str | None]:
+    """Parse a reply into the schema, or say why it is invalid."""
+    if finish_reason == "length":
+        return None, "truncated output (finish_reason=length)"
+    if finish_reason == "content_filter":
+        return None, "output withheld by the content filter"
+    if not text or not text.strip():
+        return None, "empty output"
+    data = extract_json(text)
+    if data is None:
+        return None, "no JSON object in the output"
+    try:
+        return schema.model_validate(data), None
+    except ValidationError as exc:
+        return None, validation_reason(exc)
+
+
+@lru_cache(maxsize=64)
+def _formats(schema: type[BaseModel]) -> tuple[dict[str, Any], dict[str, Any], str]:
+    json_schema = schema.model_json_schema()
+    response_format = {"type": "json_schema", "json_schema": {"name": schema.__name__, "schema": json_schema}}
+    tool = convert_to_openai_tool(schema)
+    instruction = TEXT_INSTRUCTION.format(name=schema.__name__) + "\n" + json.dumps(json_schema)
+    return response_format, tool, instruction
+
+
+def _with_instruction(messages: list[BaseMessage], instruction: str) -> list[BaseMessage]:
+    # Several chat templates accept only one leading system message, so extend it when there is one.
+    if messages and isinstance(messages[0], SystemMessage) and isinstance(messages[0].content, str):
+        return [SystemMessage(f"{messages[0].content}\n\n{instruction}"), *messages[1:]]
+    return [SystemMessage(instruction), *messages]
+
+
+def _usage_of(message: AIMessage) -> Usage:
+    meta = message.usage_metadata or {}
+    return Usage(prompt_tokens=meta.get("input_tokens", 0), completion_tokens=meta.get("output_tokens", 0), calls=1)
+
+
+def simulated_endpoint(seed: int = 0) -> str:
+    """Base URL of the process's one in-process simulator, started on first use (the first seed wins)."""
+    global _simulator
+    with _simulator_lock:
+        if _simulator is None:
+            from causal_grpo.simulator.config import SimulatorConfig
+            from causal_grpo.simulator.runner import SimulatorServer
+
+            server = SimulatorServer(SimulatorConfig(seed=seed))
+            server.start()
+            atexit.register(server.stop)
+            _simulator = server
+            log.info("model: simulated (a test double at %s, seed %d)", server.base_url, seed)
+        return _simulator.base_url
+
+
+def endpoint_for(context: Context, agent: str) -> Endpoint:
+    """The endpoint an agent's calls go to, after its overrides in `context.agents`."""
+    if agent not in AGENTS:
+        raise ValueError(f"unknown agent {agent!r}; expected one of {sorted(AGENTS)}")
+    override = context.agents.get(agent) or AgentEndpoint()
+    model = override.model or context.model
+    base_url = override.base_url or context.base_url
+    if model == SIMULATED and base_url is None:
+        base_url = simulated_endpoint(context.seed)
+    return Endpoint(model=model, base_url=base_url, api_key_env=override.api_key_env or context.api_key_env)
+
+
+def client_for(context: Context, agent: str) -> ModelClient:
+    """The (cached) model client of an agent under this context."""
+    override = context.agents.get(agent) or AgentEndpoint()
+    settings = _Settings(
+        endpoint=endpoint_for(context, agent),
+        agent=agent,
+        temperature=override.temperature,
+        structured_mode=context.structured_mode,
+        request_timeout=context.request_timeout,
+        max_retries=context.max_retries,
+        max_reasks=context.max_reasks,
+        max_tokens=context.max_tokens,
+        concurrency=context.concurrency,
+        run=context.run,
+        verbose=context.verbose,
+    )
+    with _clients_lock:
+        client = _clients.get(settings)
+        if client is None:
+            client = _clients[settings] = ModelClient(settings)
+        return client
+
+
+class ModelClient:
+    """Structured calls to one agent's endpoint through ChatOpenAI over HTTP."""
+
+    def __init__(self, settings: _Settings) -> None:
+        self._settings = settings
+        self.endpoint = settings.endpoint
+        self._key = self._read_key()
+        # ChatOpenAI's async HTTP pool belongs to one event loop, so each loop gets its own.
+        self._chats: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ChatOpenAI] = weakref.WeakKeyDictionary()
+
+    def __repr__(self) -> str:
+        where = self.endpoint.describe()
+        return f"ModelClient(agent={self._settings.agent!r}, endpoint={where!r}, mode={self.mode!r})"
+
+    @property
+    def mode(self) -> str:
+        """The structured-output mode in use: configured, detected, or 'auto' until detected."""
+        if self._settings.structured_mode != "auto":
+            return self._settings.structured_mode
+        return _detected_modes.get(self._mode_key, "auto")
+
+    @property
+    def _mode_key(self) -> tuple[str | None, str]:
+        return (self.endpoint.base_url, self.endpoint.model)
+
+    def _read_key(self) -> SecretStr:
+        value = os.environ.get(self.endpoint.api_key_env)
+        if value:
+            return SecretStr(value)
+        if self.endpoint.base_url is None:
+            raise ModelAccessError(
+                f"no API key for {self.endpoint.describe()}: set ${self.endpoint.api_key_env} "
+                "(or give --base-url for a local server)"
+            )
+        return SecretStr(SIMULATED if self.endpoint.model == SIMULATED else NO_KEY)
+
+    def _scrub(self, text: str) -> str:
+        key = self._key.get_secret_value()
+        return text.replace(key, "***") if len(key) >= 4 else text
+
+    def _chat(self) -> ChatOpenAI:
+        loop = asyncio.get_running_loop()
+        chat = self._chats.get(loop)
+        if chat is None:
+            s = self._settings
+            chat = ChatOpenAI(
+                model=self.endpoint.model,
+                base_url=self.endpoint.base_url,
+                api_key=self._key,
+                timeout=s.request_timeout,
+                max_retries=s.max_retries,
+                max_tokens=s.max_tokens,
+                use_responses_api=False,
+                http_async_client=openai.DefaultAsyncHttpxClient(),
+            )
+            self._chats[loop] = chat
+        return chat
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        per_loop = _semaphores.setdefault(asyncio.get_running_loop(), {})
+        key = (self._settings.run, self._settings.concurrency)
+        if key not in per_loop:
+            per_loop[key] = asyncio.Semaphore(self._settings.concurrency)
+        return per_loop[key]
+
+    def _detect_lock(self) -> asyncio.Lock:
+        return _detect_locks.setdefault(asyncio.get_running_loop(), {}).setdefault(self._mode_key, asyncio.Lock())
+
+    async def structured(
+        self, schema: type[T], messages: list[BaseMessage], *, temperature: float | None = None
+    ) -> StructuredResult[T]:
+        """Ask for one schema instance; invalid output is re-asked up to `max_reasks` times.
+
+        Raises:
+            ModelAccessError: 401/403/404 from the endpoint.
+            TransientModelError: the endpoint kept failing after the SDK's retries.
+        """
+        started = time.perf_counter()
+        temperature = self._settings.temperature if temperature is None else temperature
+        conversation = list(messages)
+        usage = Usage()
+        reply: _Reply | None = None
+        reason = "no attempt made"
+        attempts = 0
+        for attempts in range(1, self._settings.max_reasks + 2):
+            try:
+                reply = await self._ask(schema, conversation, temperature)
+            except _Rejected as rejected:
+                reason = rejected.reason
+                break
+            usage += reply.usage
+            value, error = (
+                (None, reply.problem) if reply.problem else parse_reply(schema, reply.text, reply.finish_reason)
+            )
+            if value is not None:
+                return StructuredResult(value, None, usage, attempts, reply.mode, reply.text, self._since(started))
+            reason = error or "invalid output"
+            log.info(
+                "%s: invalid %s output (attempt %d): %s",
+                self._settings.agent,
+                schema.__name__,
+                attempts,
+                reason,
+            )
+            conversation = [*conversation, HumanMessage(REASK.format(reason=reason, name=schema.__name__))]
+        mode = reply.mode if reply else self.mode
+        raw = reply.text if reply else None
+        return StructuredResult(None, reason, usage, attempts, mode, raw, self._since(started))
+
+    @staticmethod
+    def _since(started: float) -> float:
+        return time.perf_counter() - started
+
+    async def _ask(self, schema: type[T], conversation: list[BaseMessage], temperature: float | None) -> _Reply:
+        if self.mode == "auto":
+            async with self._detect_lock():
+                if self.mode == "auto":
+                    return await self._detect(schema, conversation, temperature)
+        return await self._call(cast(Mode, self.mode), schema, conversation, temperature)
+
+    async def _detect(self, schema: type[T], conversation: list[BaseMessage], temperature: float | None) -> _Reply:
+        usage = Usage()
+        for mode in MODES:
+            try:
+                reply = await self._call(mode, schema, conversation, temperature)
+            except _Rejected as rejected:
+                if mode == "text":
+                    raise
+                log.info(
+                    "%s: %s not supported (%s); trying the next mode",
+                    self.endpoint.describe(),
+                    mode,
+                    rejected,
+                )
+                continue
+            usage += reply.usage
+            if reply.structured:
+                _detected_modes[self._mode_key] = mode
+                log.info("structured output at %s: %s", self.endpoint.describe(), mode)
+                return replace(reply, usage=usage)
+            log.info("%s: the server ignored %s; trying the next mode", self.endpoint.describe(), mode)
+        raise AssertionError("text mode always yields a reply")  # pragma: no cover
+
+    async def _call(
+        self, mode: Mode, schema: type[T], conversation: list[BaseMessage], temperature: float | None
+    ) -> _Reply:
+        response_format, tool, instruction = _formats(schema)
+        kwargs: dict[str, Any] = {} if temperature is None else {"temperature": temperature}
+        messages = conversation
+        if mode == "json_schema":
+            kwargs["response_format"] = response_format
+        elif mode == "tool":
+            kwargs["tools"] = [tool]
+            kwargs["tool_choice"] = {"type": "function", "function": {"name": tool["function"]["name"]}}
+        else:
+            messages = _with_instruction(conversation, instruction)
+        if self._settings.verbose:
+            log.info("%s %s request:\n%s", self._settings.agent, mode, self._render(messages))
+        failure: Exception | None = None
+        async with self._semaphore():
+            try:
+                message = await self._chat().ainvoke(messages, **kwargs)
+            except openai.LengthFinishReasonError as exc:
+                # The SDK's parse() refuses truncated json_schema replies: invalid output, not a fault.
+                reply = self._truncated_reply(mode, exc.completion)
+            except openai.ContentFilterFinishReasonError:
+                reply = _Reply(mode, None, "content_filter", Usage(calls=1), structured=True)
+            except openai.APIError as exc:
+                failure = self._classify(exc)
+            except (ValueError, KeyError, TypeError) as exc:
+                # A malformed body from the server (not the model's text): an invalid reply, re-asked.
+                problem = f"malformed response from the server ({type(exc).__name__})"
+                reply = _Reply(mode, None, None, Usage(calls=1), structured=False, problem=problem)
+            else:
+                reply = self._reply(mode, message)
+        if failure is not None:
+            # Raised outside the except block so no openai exception rides along as __context__.
+            raise failure
+        if self._settings.verbose:
+            log.info("%s %s reply (%s):\n%s", self._settings.agent, mode, reply.finish_reason, reply.text)
+        return reply
+
+    def _reply(self, mode: Mode, message: AIMessage) -> _Reply:
+        finish = message.response_metadata.get("finish_reason")
+        usage = _usage_of(message)
+        if mode != "tool":
+            text = message.text
+            structured = mode == "text" or extract_json(text) is not None
+            return _Reply(mode, text, finish, usage, structured)
+        if message.tool_calls:
+            return _Reply(mode, json.dumps(message.tool_calls[0]["args"]), finish, usage, structured=True)
+        if message.invalid_tool_calls:
+            return _Reply(mode, message.invalid_tool_calls[0].get("args"), finish, usage, structured=True)
+        return _Reply(mode, message.text, finish, usage, structured=False)
+
+    @staticmethod
+    def _truncated_reply(mode: Mode, completion: Any) -> _Reply:
+        tokens = completion.usage
+        usage = Usage(
+            prompt_tokens=tokens.prompt_tokens if tokens else 0,
+            completion_tokens=tokens.completion_tokens if tokens else 0,
+            calls=1,
+        )
+        text = completion.choices[0].message.content if completion.choices else None
+        return _Reply(mode, text, "length", usage, structured=True)
+
+    def _classify(self, exc: openai.APIError) -> Exception:
+        where = self.endpoint.describe()
+        retries = self._settings.max_retries
+        if isinstance(exc, openai.APITimeoutError):
+            return TransientModelError(f"request timed out at {where} after {retries} retries")
+        if isinstance(exc, openai.APIConnectionError):
+            return TransientModelError(f"connection failed at {where} after {retries} retries")
+        status = getattr(exc, "status_code", None)
+        if status in (401, 403):
+            what = "authentication failed" if status == 401 else "permission denied"
+            return ModelAccessError(f"{what} ({status}) at {where}; check the API key in ${self.endpoint.api_key_env}")
+        if status == 404:
+            return ModelAccessError(f"model or endpoint not found (404) at {where}; check --model and --base-url")
+        if status is None or status in (408, 409, 429) or status >= 500:
+            return TransientModelError(f"server error ({status or 'unknown'}) at {where} after {retries} retries")
+        return _Rejected(self._scrub(f"request rejected ({status}): {self._server_message(exc)}"))
+
+    @staticmethod
+    def _server_message(exc: openai.APIError) -> str:
+        body = exc.body
+        if isinstance(body, dict):
+            body = body.get("error", body)
+        if isinstance(body, dict):
+            body = body.get("message", body)
+        return str(body)[:MAX_REASON_CHARS]
+
+    def _render(self, messages: list[BaseMessage]) -> str:
+        return self._scrub("\n".join(f"[{m.type}] {m.content}" for m in messages))
