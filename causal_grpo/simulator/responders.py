@@ -1,0 +1,503 @@
+"""What the simulator answers per request kind: scaffolds, fusions, verdicts, experience operations.
+
+Everything here is pure (no HTTP, no clock): given a request body and a seeded RNG, it builds a
+schema-valid answer, or a deliberately malformed one when the server asks for it. Scaffolds for the
+shipped problems are real, computable graphs whose target is right with a configured probability;
+the simulator never solves anything, it carries the reference answer into the graph (or a wrong one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import cache
+from typing import Any, Literal
+
+import pint
+from pydantic import BaseModel
+
+from causal_grpo.agents.critic.schemas import FusedAnswer
+from causal_grpo.agents.extractor.schemas import ExperienceOp, ExperienceOps
+from causal_grpo.agents.judge.schemas import LogicVerdict
+from causal_grpo.formula import CONSTANTS, FUNCTIONS
+from causal_grpo.problems import Problem, load_problems
+from causal_grpo.scaffold import Node, Scaffold
+from causal_grpo.simulator.config import SimulatorConfig, StructuredMode
+
+Kind = Literal["Scaffold", "FusedAnswer", "LogicVerdict", "ExperienceOps", "chat"]
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "Scaffold": Scaffold,
+    "FusedAnswer": FusedAnswer,
+    "LogicVerdict": LogicVerdict,
+    "ExperienceOps": ExperienceOps,
+}
+Outcome = Literal["right", "off_value", "wrong_unit", "dimension_clash", "cycle", "unknown_reference", "dead_node"]
+# Off-by-a-bit values are the commonest real mistake, so they get the most weight among wrong outcomes.
+WRONG_OUTCOMES: dict[str, dict[Outcome, int]] = {
+    "math": {"off_value": 3, "cycle": 1, "unknown_reference": 1, "dead_node": 1},
+    "physics": {
+        "off_value": 3,
+        "wrong_unit": 1,
+        "dimension_clash": 1,
+        "cycle": 1,
+        "unknown_reference": 1,
+        "dead_node": 1,
+    },
+}
+Malformation = Literal["not_json", "wrong_schema", "truncated"]
+
+SCHEMA_MARKER = re.compile(r"Respond with a JSON object for the schema named\s+`?([A-Za-z_]\w*)`?")
+ROLLOUT_HEADING = re.compile(r"^#{2,4}\s*(?:Rollout|Proposal)\s+(\d+)", re.MULTILINE)
+EXPERIENCE_ID = re.compile(r"\[([A-Z]\d*-\d{3,})\]")
+# 'problem_type: x', or the extractor's heading 'Problem (math_algebra):' (a bare domain has no underscore).
+PROBLEM_TYPE = re.compile(r"problem[_ ]type\s*[:=]\s*([a-z][a-z_]{1,63})|^Problem \(([a-z]+_[a-z_]+)\):", re.I | re.M)
+REWARD = re.compile(r"r_total\W{0,3}(\d(?:\.\d+)?)")
+# A bare number in the text: not part of a word, an exponent (x^2, 10^{15}) or a LaTeX argument (\frac{1}{2}).
+NUMBER = re.compile(r"(?<![\w.^{}\\])\d+(?:\.\d+)?(?![\w^])")
+IDENT = re.compile(r"[A-Za-z_]\w*")
+WRONG_UNITS = ("s", "kg", "m", "K", "J", "N", "m/s", "mol")
+SIMULATED = "[simulated test double]"
+
+STRATEGIES = (
+    "Name every quantity the problem states as its own given before writing any formula.",
+    "Write the target's formula first, then add the intermediate nodes it needs.",
+    "Keep units on every physical given and let the computer check dimensions.",
+    "Give ratios and rates their own derived nodes so each step can be checked.",
+    "Use exact fractions for given values instead of rounded decimals.",
+    "Check that every given feeds the target before answering.",
+)
+MISTAKES = (
+    "Referring to a node id that was never defined breaks the whole graph.",
+    "Letting an intermediate node depend on the target creates a cycle.",
+    "Declaring the target in a unit other than the one the question asks for.",
+    "Copying a number from the problem with the wrong magnitude.",
+    "Leaving givens unconnected to the target (dead nodes) lowers the graph score.",
+)
+
+
+@dataclass(frozen=True)
+class Classified:
+    """What a chat-completion request asks for: the kind of answer and how it wants it delivered."""
+
+    kind: Kind
+    mode: StructuredMode
+    schema_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """An answer ready for the response envelope: content or tool-call arguments, and the finish reason."""
+
+    content: str | None
+    tool_call: tuple[str, str] | None  # (function name, JSON arguments)
+    finish_reason: Literal["stop", "tool_calls", "length"]
+
+    @property
+    def text(self) -> str:
+        """The completion text, for token counting."""
+        return self.tool_call[1] if self.tool_call else (self.content or "")
+
+
+def message_text(body: dict[str, Any]) -> str:
+    """All message contents of a request joined, whatever the part format."""
+    parts: list[str] = []
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return "\n".join(parts)
+
+
+def classify(body: dict[str, Any]) -> Classified:
+    """The schema a request asks for (response_format, a forced tool, or the text marker) and its mode."""
+    marker = SCHEMA_MARKER.search(message_text(body))
+    marked: Kind = marker.group(1) if marker and marker.group(1) in SCHEMAS else "chat"  # type: ignore[assignment]
+    tool = _requested_tool(body)
+    if tool is not None:
+        return Classified(kind=tool, mode="tools", schema_name=tool)
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+        name = str((response_format.get("json_schema") or {}).get("name", ""))
+        return Classified(kind=name if name in SCHEMAS else marked, mode="json_schema", schema_name=name)  # type: ignore[arg-type]
+    if isinstance(response_format, dict) and response_format.get("type") == "json_object":
+        return Classified(kind=marked, mode="json_object", schema_name=None if marked == "chat" else marked)
+    return Classified(kind=marked, mode="text", schema_name=None if marked == "chat" else marked)
+
+
+def _requested_tool(body: dict[str, Any]) -> Kind | None:
+    names = [
+        t["function"].get("name")
+        for t in body.get("tools") or []
+        if isinstance(t, dict) and isinstance(t.get("function"), dict)
+    ]
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        names = [choice["function"].get("name")]
+    return next((n for n in names if n in SCHEMAS), None)
+
+
+def request_rng(seed: int, body: dict[str, Any], classified: Classified) -> random.Random:
+    """A per-request RNG: same seed and same messages, schema and temperature give the same draws.
+
+    The prompts carry the rollout index, so rollouts of one problem sample differently; no shared
+    counter is involved, which keeps answers deterministic under any concurrency.
+    """
+    key = json.dumps(
+        [seed, classified.kind, body.get("messages"), body.get("temperature")], sort_keys=True, default=str
+    )
+    return random.Random(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.split())
+
+
+class ProblemIndex:
+    """Finds a known problem in a prompt by its first 200 characters, whitespace-normalised."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self._keys = sorted(((_normalise(p.text)[:200], p) for p in problems), key=lambda kp: -len(kp[0]))
+
+    def find(self, prompt: str) -> Problem | None:
+        """The problem whose text appears in the prompt, if any."""
+        blob = _normalise(prompt)
+        return next((p for key, p in self._keys if key and key in blob), None)
+
+
+@cache
+def shipped_index() -> ProblemIndex:
+    """The index of the shipped problems (loaded once)."""
+    return ProblemIndex(load_problems("full"))
+
+
+def problem_type(problem: Problem | None) -> str:
+    """A short label for a problem, crude by design: the physics topic area, or math keywords."""
+    if problem is None:
+        return "general"
+    if problem.domain == "physics":
+        area = (problem.topic or "general").split(":")[0]
+        return "physics_" + re.sub(r"\W+", "_", area.strip().lower()).strip("_")
+    text = problem.text.lower()
+    for label, words in (
+        ("math_geometry", ("triangle", "circle", "polygon", "rectangle", "hexagon", "angle", "sphere")),
+        ("math_combinatorics", ("probability", "ways", "arrange", "choose", "sequences", "subsets")),
+        ("math_number_theory", ("divisible", "prime", "remainder", "divisor", "gcd", "digits")),
+    ):
+        if any(w in text for w in words):
+            return label
+    return "math_algebra"
+
+
+@dataclass(frozen=True)
+class _Given:
+    text: str
+    value: Fraction
+    context: str
+
+
+def _numbers(problem: Problem) -> list[_Given]:
+    """Distinct nonzero numbers written in the problem, with the words around them (math: integers only)."""
+    seen: dict[str, _Given] = {}
+    for match in NUMBER.finditer(problem.text):
+        text = match.group()
+        if (problem.domain == "math" and "." in text) or text in seen or Fraction(text) == 0 or len(text) > 12:
+            continue
+        # Drop the partial words at both ends of the window.
+        around = " ".join(_normalise(problem.text[max(0, match.start() - 40) : match.end() + 40]).split(" ")[1:-1])
+        seen[text] = _Given(text, Fraction(text), around)
+    return list(seen.values())
+
+
+def _as_fraction(text: str) -> Fraction | None:
+    try:
+        return Fraction(text.strip())
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _exact_text(value: Fraction) -> str:
+    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+
+
+@cache
+def _units() -> pint.UnitRegistry:
+    return pint.UnitRegistry()
+
+
+def _wrong_unit(unit: str, rng: random.Random) -> str:
+    """A unit of a different dimension than `unit`."""
+    ureg = _units()
+    try:
+        dimension = ureg.Quantity(1, unit).dimensionality
+    except Exception:  # pint raises assorted errors for unit text it does not know; any known unit differs
+        return rng.choice(WRONG_UNITS)
+    return rng.choice([u for u in WRONG_UNITS if ureg.Quantity(1, u).dimensionality != dimension])
+
+
+def _off_value(reference: Fraction, domain: str, rng: random.Random) -> Fraction:
+    """A plausible wrong value: a few units off for AIME integers, 15-60% off for physics quantities."""
+    if domain == "math":
+        delta = rng.randint(1, 40) * rng.choice((-1, 1))
+        return reference + (delta if 0 <= reference + delta <= 999 else -delta)
+    factor = Fraction(round(rng.uniform(0.15, 0.6) * 100), 100) * rng.choice((-1, 1))
+    return reference * (1 + factor)
+
+
+def draw_outcome(problem: Problem | None, correct_rate: float, rng: random.Random) -> Outcome:
+    """Right with probability `correct_rate`, else one of the domain's wrong outcomes."""
+    if rng.random() < correct_rate:
+        return "right"
+    weights = WRONG_OUTCOMES["physics" if problem and problem.domain == "physics" else "math"]
+    return rng.choices(list(weights), weights=list(weights.values()))[0]
+
+
+def _scale(ids: list[str], values: list[Fraction]) -> tuple[str, Fraction]:
+    """A dimensionless formula over 0-3 givens and its exact value."""
+    if not ids:
+        return "", Fraction(1)
+    if len(ids) == 1:
+        return ids[0], values[0]
+    if len(ids) == 2:
+        return f"{ids[0]} / {ids[1]}", values[0] / values[1]
+    return f"({ids[0]} + {ids[1]}) / {ids[2]}", (values[0] + values[1]) / values[2]
+
+
+def build_scaffold(problem: Problem | None, outcome: Outcome, rng: random.Random) -> Scaffold:
+    """A computable scaffold for the problem whose target is right or wrong as `outcome` says.
+
+    Givens are numbers written in the problem; `core` carries the (right or wrong) answer divided by
+    a dimensionless `scale` made of those givens, and `answer = core * scale`, so the target computes
+    to exactly the intended value. Unknown problems, and answers that are not plain numbers, get
+    random values.
+    """
+    reference = _as_fraction(problem.answer) if problem else None
+    if problem is None or reference is None:
+        pool = [_Given(str(n), Fraction(n), "a number") for n in rng.sample(range(2, 60), 3)]
+        reference, unit, domain = Fraction(rng.randint(1, 999)), "", "math"
+    else:
+        pool, unit, domain = _numbers(problem), problem.unit or "", problem.domain
+    givens = sorted(rng.sample(pool, rng.randint(1, min(3, len(pool)))), key=pool.index) if pool else []
+    ids = [f"given_{i}" for i in range(1, len(givens) + 1)]
+    scale_formula, scale = _scale(ids, [g.value for g in givens])
+    value = reference if outcome in ("right", "wrong_unit", "dimension_clash") else _off_value(reference, domain, rng)
+    core_unit = target_unit = unit
+    if outcome == "wrong_unit":
+        core_unit = target_unit = _wrong_unit(unit, rng)
+    elif outcome == "dimension_clash":
+        core_unit = _wrong_unit(unit, rng)
+    answer_formula = "core * scale" if givens else "core"
+    if outcome == "cycle":
+        # With givens, scale and answer feed each other; without, the answer refers to itself.
+        scale_formula, answer_formula = ("answer / core", answer_formula) if givens else ("", "core * answer / answer")
+    elif outcome == "unknown_reference":
+        answer_formula = "core * ratio"
+
+    nodes = [
+        Node(id=i, kind="given", value=g.text, description=f"{g.text}, as stated: '{g.context}'")
+        for i, g in zip(ids, givens, strict=True)
+    ]
+    nodes.append(
+        Node(
+            id="core",
+            kind="given",
+            value=_exact_text(value / scale),
+            unit=core_unit,
+            description="Key intermediate result.",
+        )
+    )
+    if givens:
+        nodes.append(
+            Node(
+                id="scale",
+                kind="derived",
+                formula=scale_formula,
+                description="Combination of the stated numbers.",
+            )
+        )
+    if outcome == "dead_node":
+        nodes.append(Node(id="unused", kind="given", value=str(rng.randint(2, 99)), description="A side quantity."))
+    nodes.append(
+        Node(
+            id="answer",
+            kind="derived",
+            formula=answer_formula,
+            unit=target_unit,
+            description="The quantity asked for.",
+        )
+    )
+    return Scaffold(
+        problem_type=problem_type(problem),
+        nodes=nodes,
+        target="answer",
+        rationale=f"{SIMULATED} Relates the numbers stated in the problem to the quantity asked for.",
+    )
+
+
+def _scaffold_in(prompt: str) -> Scaffold | None:
+    """The first JSON object with 'nodes' in the prompt that validates as a Scaffold."""
+    decoder = json.JSONDecoder()
+    for attempt, match in enumerate(re.finditer(r"\{", prompt)):
+        if attempt > 500:
+            break
+        try:
+            obj, _ = decoder.raw_decode(prompt, match.start())
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and "nodes" in obj:
+            try:
+                return Scaffold.model_validate(obj)
+            except ValueError:
+                continue
+    return None
+
+
+def _looks_sound(scaffold: Scaffold) -> bool:
+    """A crude check: unique ids, a present target, and formulas naming only nodes or functions."""
+    ids = [n.id for n in scaffold.nodes]
+    known = set(ids) | set(FUNCTIONS) | set(CONSTANTS)
+    return (
+        len(ids) == len(set(ids))
+        and scaffold.target in ids
+        and all(set(IDENT.findall(n.formula or "")) <= known for n in scaffold.nodes if n.kind == "derived")
+    )
+
+
+def logic_verdict(prompt: str, rng: random.Random) -> LogicVerdict:
+    """A score drawn high for a scaffold that looks sound, low for a broken one, middling if none is found."""
+    scaffold = _scaffold_in(prompt)
+    if scaffold is None:
+        return LogicVerdict(score=round(rng.uniform(0.3, 0.7), 2), reason=f"{SIMULATED} No scaffold found to judge.")
+    if _looks_sound(scaffold):
+        return LogicVerdict(
+            score=round(rng.uniform(0.7, 1.0), 2),
+            reason=f"{SIMULATED} Each step follows from named quantities.",
+        )
+    return LogicVerdict(
+        score=round(rng.uniform(0.05, 0.45), 2),
+        reason=f"{SIMULATED} The chain refers to quantities it never defines.",
+    )
+
+
+def _rollout_sections(prompt: str) -> dict[int, str]:
+    headings = list(ROLLOUT_HEADING.finditer(prompt))
+    ends = [h.start() for h in headings[1:]] + [len(prompt)]
+    return {int(h.group(1)): prompt[h.end() : end] for h, end in zip(headings, ends, strict=True)}
+
+
+def experience_ops(prompt: str, problem: Problem | None, rng: random.Random) -> ExperienceOps:
+    """Summaries per rollout, an advantage sentence, and 1-3 mostly-'add' operations of stock experiences."""
+    sections = _rollout_sections(prompt)
+    rewards = {k: float(m.group(1)) for k, text in sections.items() if (m := REWARD.search(text))}
+    summaries = [
+        f"Rollout {k}: " + (f"r_total {rewards[k]:.2f}." if k in rewards else "no reward shown.")
+        for k in sorted(sections)
+    ]
+    lesson = rng.choice(STRATEGIES)
+    advantage = f"{SIMULATED} The better rollouts follow this: {lesson}"
+    if len(set(rewards.values())) > 1:
+        best, worst = max(rewards, key=rewards.__getitem__), min(rewards, key=rewards.__getitem__)
+        advantage = f"{SIMULATED} Rollout {best} beat rollout {worst}; the better one follows this: {lesson}"
+    marked = PROBLEM_TYPE.search(prompt)
+    kind = (marked.group(1) or marked.group(2)).lower() if marked else problem_type(problem)
+    existing = list(dict.fromkeys(EXPERIENCE_ID.findall(prompt)))
+    operations = []
+    for _ in range(rng.randint(1, 3)):
+        mistake = rng.random() < 0.4
+        content = rng.choice(MISTAKES if mistake else STRATEGIES)
+        category = "common_mistake" if mistake else "problem_solving_strategy"
+        scope = "shared" if rng.random() < 0.2 else "agent"
+        if existing and rng.random() < 0.3:
+            op = rng.choice(("modify", "delete", "keep"))
+            operations.append(
+                ExperienceOp(
+                    op=op,
+                    id=rng.choice(existing),
+                    content=content if op == "modify" else None,
+                    category=category,
+                    problem_type=kind,
+                    scope=scope,
+                )
+            )
+        else:
+            operations.append(
+                ExperienceOp(op="add", content=content, category=category, problem_type=kind, scope=scope)
+            )
+    return ExperienceOps(summaries=summaries, advantage=advantage, operations=operations)
+
+
+def fused_answer(prompt: str, problem: Problem | None, correct_rate: float, rng: random.Random) -> FusedAnswer:
+    """A fused scaffold, right with `correct_rate`: no smarter than generation unless configured so."""
+    numbers = sorted(_rollout_sections(prompt))
+    used = sorted(rng.sample(numbers, min(len(numbers), rng.randint(1, 2)))) if numbers else []
+    scaffold = build_scaffold(problem, draw_outcome(problem, correct_rate, rng), rng)
+    notes = f"{SIMULATED} Kept the givens of proposal(s) {used or 'none'} and rebuilt the target."
+    return FusedAnswer(scaffold=scaffold, used_proposals=used, notes=notes)
+
+
+def answer(
+    classified: Classified, prompt: str, config: SimulatorConfig, rng: random.Random, index: ProblemIndex
+) -> BaseModel | str:
+    """The valid answer to a request: a schema instance for our kinds, a short text otherwise."""
+    if classified.kind == "chat":
+        return f"{SIMULATED} This is the causal-grpo simulator (model {config.model!r}); it solves nothing."
+    if classified.kind == "LogicVerdict":
+        return logic_verdict(prompt, rng)
+    problem = index.find(prompt)
+    if classified.kind == "Scaffold":
+        return build_scaffold(problem, draw_outcome(problem, config.correct_rate, rng), rng)
+    if classified.kind == "FusedAnswer":
+        return fused_answer(prompt, problem, config.effective_fusion_correct_rate, rng)
+    return experience_ops(prompt, problem, rng)
+
+
+# Valid JSON that fails each schema, as a confused model might write it.
+WRONG_SCHEMA: dict[str, dict[str, Any]] = {
+    "Scaffold": {"nodes": "given_1, core, answer", "target": 42},
+    "FusedAnswer": {"scaffold": "see proposal 1", "used_proposals": [1]},
+    "LogicVerdict": {"score": 7.5, "reason": "Mostly sound."},
+    "ExperienceOps": {"summaries": "all rollouts were alike", "operations": [{"op": "rewrite"}]},
+}
+
+
+def render(
+    classified: Classified,
+    result: BaseModel | str,
+    rng: random.Random,
+    *,
+    fence_rate: float,
+    malformation: Malformation | None = None,
+    max_tokens: int | None = None,
+) -> Rendered:
+    """Put an answer in the shape the request's mode expects, malformed if asked, cut at `max_tokens`."""
+    finish: Literal["stop", "tool_calls", "length"] = "stop"
+    if isinstance(result, str):
+        text = json.dumps({"reply": result}) if classified.mode in ("json_schema", "json_object") else result
+    else:
+        text = result.model_dump_json(exclude_none=True)
+        if malformation == "not_json":
+            text = "I worked through the problem and I am fairly confident in the result, as explained above."
+        elif malformation == "wrong_schema":
+            text = json.dumps(WRONG_SCHEMA[classified.kind])
+        elif malformation == "truncated":
+            text, finish = text[: len(text) // 2], "length"
+    structured = classified.kind != "chat"
+    if classified.mode == "text" and structured and malformation != "not_json" and rng.random() < fence_rate:
+        text = f"Here is the {classified.kind}.\n\n```json\n{text}\n```\n\nEach value follows from the problem."
+    if max_tokens is not None and estimate_tokens(text) > max_tokens:
+        text, finish = text[: max(0, max_tokens * 4 - 4)], "length"
+    if classified.mode == "tools" and structured:
+        tool_finish = "tool_calls" if finish == "stop" else finish
+        return Rendered(content=None, tool_call=(classified.kind, text), finish_reason=tool_finish)
+    return Rendered(content=text, tool_call=None, finish_reason=finish)
+
+
+def estimate_tokens(text: str) -> int:
+    """Approximate token count: one token per four characters, plus one."""
+    return len(text) // 4 + 1
