@@ -1,0 +1,444 @@
+"""Experience banks over a LangGraph `BaseStore`: reading, selection for prompts, atomic idempotent updates.
+
+Layout in the store (one helper, `namespace`, builds every namespace):
+- `("causal_grpo", "experiences", bank)` / id: one `Experience` per key; a deleted one stays as a tombstone,
+  so ids are never reused and its history can be rolled back.
+- `("causal_grpo", "sequence", bank)` / "next": the bank's next id number.
+- `("causal_grpo", "journal", agent)` / op key: the plan of one update (pending, then applied).
+
+Updates: `apply` runs under one asyncio lock per bank and process (the shared bank's lock first, then the
+agent's, so two agents never deadlock); more than one process writing one bank needs a job queue with one
+writer per bank. It (1) returns the recorded result when the op key's journal is applied; (2) otherwise plans
+the operations, allocates ids and writes the journal as pending together with the new sequence values, in one
+`abatch`; (3) writes the edited records and marks the journal applied, in one more `abatch`.
+`AsyncSqliteStore.abatch` runs its puts in one transaction and `InMemoryStore.abatch` does not await between
+puts, so on these stores a killed process leaves each step whole or absent; for any other store (and as a
+second line of defence) every record edit is keyed `<op key>#<index>` in the record's history, so replaying a
+pending journal writes each edit at most once. A pending journal (a crash between steps 2 and 3) is completed
+by the next `apply` with the same op key, or by `recover()`.
+
+Rules: an add with `scope="shared"` goes to the shared bank (ids `S-NNN`); an add whose content equals a live
+experience of its bank (ignoring case and spacing) is refused as a duplicate; modify and delete may target the
+agent's own bank or the shared bank (by id prefix), other banks' ids are ignored with a reason, as are unknown
+and deleted ids. `keep` changes nothing and is not counted as a vote: usage and success counters come only
+from `record_usage`, the outcome of rollouts that were shown the experience.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Literal
+
+from causal_grpo.agents.extractor.schemas import ExperienceOp
+from causal_grpo.memory.ops import ApplyResult, PlannedOp, apply_planned, check_content
+from causal_grpo.memory.schemas import (
+    Edit,
+    Experience,
+    check_bank,
+    make_id,
+    namespace,
+    parse_id,
+    utcnow,
+)
+from causal_grpo.memory.selection import count_tokens, format_experiences, pack, rank
+from langgraph.store.base import BaseStore, GetOp, PutOp
+from pydantic import BaseModel
+
+from causal_grpo.errors import CausalGrpoError
+
+PAGE = 10_000
+SHARED_SHARE = 1 / 3
+_HEAVY = ("history", "counted")
+
+_locks: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+class BankError(CausalGrpoError):
+    """A bank's records contradict each other (e.g. an allocated id already taken)."""
+
+
+class Journal(BaseModel):
+    """The plan of one bank update, written before any record is touched."""
+
+    op_key: str
+    agent: str
+    run: str
+    problem_id: str
+    at: str
+    status: Literal["pending", "applied"]
+    plan: list[PlannedOp]
+
+    def result(self, *, replayed: bool) -> ApplyResult:
+        """The update's outcome as `apply` reports it."""
+        return ApplyResult(op_key=self.op_key, outcomes=[p.outcome() for p in self.plan], replayed=replayed)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Experiences chosen for one prompt: from the shared bank and from the agent's own."""
+
+    shared: list[Experience]
+    own: list[Experience]
+
+    @property
+    def experiences(self) -> list[Experience]:
+        """Own experiences first, then shared ones."""
+        return [*self.own, *self.shared]
+
+    @property
+    def ids(self) -> list[str]:
+        """Ids of every chosen experience (what `record_usage` takes)."""
+        return [e.id for e in self.experiences]
+
+    def format(self) -> str:
+        """The prompt block of every chosen experience."""
+        return format_experiences(self.experiences)
+
+
+@asynccontextmanager
+async def _bank_locks(store: BaseStore, banks: Iterable[str]) -> AsyncIterator[None]:
+    async with AsyncExitStack() as stack:
+        # a fixed order (shared first, then by name) so that two writers never wait on each other
+        for bank in sorted(set(banks), key=lambda b: (b != "shared", b)):
+            lock = _locks.get((id(store), bank))
+            if lock is None:
+                lock = _locks[(id(store), bank)] = asyncio.Lock()
+            await stack.enter_async_context(lock)
+        yield
+
+
+def _owner(experience_id: str | None, agent: str) -> tuple[str | None, str]:
+    """The bank an id may be edited in from `agent`'s updates, or None and the reason."""
+    parsed = parse_id(experience_id or "")
+    if parsed is None:
+        return None, f"unknown id {experience_id!r}"
+    if parsed[0] not in (agent, "shared"):
+        return None, f"{experience_id} belongs to the {parsed[0]} bank"
+    return parsed[0], ""
+
+
+class ExperienceBank:
+    """One agent's experience bank (plus access to the shared bank) in a LangGraph store."""
+
+    def __init__(self, agent: str, store: BaseStore) -> None:
+        """Open the bank `agent` ('shared', 'generator_1', ..., 'critic') in `store`."""
+        self.agent = check_bank(agent)
+        self.store = store
+
+    async def list(self, *, include_deleted: bool = False) -> list[Experience]:
+        """Every experience of the bank, sorted by id number."""
+        found = [Experience.model_validate(value) for value in await self._values()]
+        return sorted((e for e in found if include_deleted or not e.deleted), key=lambda e: e.number)
+
+    async def _values(self) -> list[dict[str, Any]]:
+        """The raw stored records of the bank, page by page (a page holds any realistic bank whole)."""
+        values: dict[str, dict[str, Any]] = {}
+        offset = 0
+        while True:
+            items = await self.store.asearch(namespace(self.agent), limit=PAGE, offset=offset)
+            # pages follow the store's order (SQLite: last update first), so a write between two pages
+            # can show a record twice; keying by id keeps one
+            values.update((item.key, item.value) for item in items)
+            if len(items) < PAGE:
+                return list(values.values())
+            offset += PAGE
+
+    async def _candidates(self) -> list[Experience]:
+        """Live experiences without their history and counter keys, which selection does not read.
+
+        Leaving the two growing lists out makes parsing a large bank several times cheaper.
+        """
+        return [
+            Experience.model_validate({k: v for k, v in value.items() if k not in _HEAVY})
+            for value in await self._values()
+            if not value.get("deleted")
+        ]
+
+    async def get(self, experience_id: str) -> Experience | None:
+        """The experience with this id (in whichever bank its prefix names), tombstones included."""
+        parsed = parse_id(experience_id)
+        if parsed is None:
+            return None
+        item = await self.store.aget(namespace(parsed[0]), experience_id.strip())
+        return Experience.model_validate(item.value) if item else None
+
+    async def size(self) -> int:
+        """Number of live (not deleted) experiences."""
+        return len(await self.list())
+
+    async def select(self, problem_text: str, problem_type: str | None, budget_tokens: int) -> list[Experience]:
+        """The most relevant live experiences whose prompt block fits `budget_tokens` (see `selection`)."""
+        if budget_tokens <= 0:
+            return []
+        return pack(rank(await self._candidates(), problem_text, problem_type), budget_tokens)
+
+    async def history(self, experience_id: str) -> list[Edit]:
+        """The edits of an experience, oldest first; empty for an unknown id."""
+        experience = await self.get(experience_id)
+        return experience.history if experience else []
+
+    async def rollback(self, experience_id: str, to_index: int, *, now: str | None = None) -> Experience:
+        """Restore an experience to its state right after edit `to_index`, recorded as a new edit.
+
+        Raises:
+            KeyError: The id is unknown.
+            IndexError: There is no edit `to_index`.
+        """
+        parsed = parse_id(experience_id)
+        async with _bank_locks(self.store, [parsed[0]] if parsed else []):
+            experience = await self.get(experience_id)
+            if experience is None or parsed is None:
+                raise KeyError(f"no experience {experience_id!r}")
+            if not 0 <= to_index < len(experience.history):
+                raise IndexError(f"{experience_id} has edits 0..{len(experience.history) - 1}, not {to_index}")
+            target = experience.history[to_index]
+            at = now or utcnow()
+            content = target.new if target.new is not None else experience.content
+            edit = Edit(key=f"rollback:{to_index}@{at}", op="rollback", old=experience.content, new=content, at=at)
+            restored = experience.model_copy(
+                update={
+                    "content": content,
+                    "deleted": target.op == "delete",
+                    "updated_at": at,
+                    "history": [*experience.history, edit],
+                }
+            )
+            await self.store.aput(namespace(parsed[0]), restored.id, restored.model_dump(mode="json"))
+            return restored
+
+    async def record_usage(
+        self, ids: Sequence[str], *, success: bool, op_key: str, now: str | None = None
+    ) -> list[str]:
+        """Count one use (and one success) of each experience a rollout was shown, once per op key.
+
+        Ids of other agents' banks and unknown ids are skipped. Returns the ids counted by this call.
+        """
+        owned = self._owned(ids)
+        if not owned:
+            return []
+        async with _bank_locks(self.store, {bank for bank, _ in owned}):
+            records = await self._fetch(owned)
+            at = now or utcnow()
+            puts, counted = [], []
+            for (bank, _), experience in records.items():
+                if experience is None or op_key in experience.counted:
+                    continue
+                updated = experience.model_copy(
+                    update={
+                        "usage_count": experience.usage_count + 1,
+                        "success_count": experience.success_count + int(success),
+                        "counted": [*experience.counted, op_key],
+                        "updated_at": at,
+                    }
+                )
+                puts.append(PutOp(namespace(bank), updated.id, updated.model_dump(mode="json")))
+                counted.append(updated.id)
+            if puts:
+                await self.store.abatch(puts)
+            return counted
+
+    async def apply(
+        self,
+        ops: Sequence[ExperienceOp],
+        *,
+        op_key: str,
+        run: str,
+        problem_id: str,
+        problem_text: str = "",
+        answer: str | None = None,
+        unit: str | None = None,
+        now: str | None = None,
+    ) -> ApplyResult:
+        """Apply the extractor's operations atomically and at most once per `op_key`.
+
+        Args:
+            ops: The operations, in order.
+            op_key: Identity of this update, e.g. '<run>:<epoch>:<problem>:<agent>'.
+            run: Provenance of new experiences.
+            problem_id: Provenance of new experiences.
+            problem_text: The problem, for the copied-span guard.
+            answer: The reference answer, for the leakage guard.
+            unit: The answer's unit, for the leakage guard.
+            now: ISO timestamp of the update (default: the current UTC time).
+
+        Returns:
+            Each operation's outcome; `replayed` when the op key had already been applied.
+        """
+        async with _bank_locks(self.store, ["shared", self.agent]):
+            item = await self.store.aget(namespace(self.agent, "journal"), op_key)
+            if item is not None:
+                journal = Journal.model_validate(item.value)
+                if journal.status == "applied":
+                    return journal.result(replayed=True)
+            else:
+                journal = await self._plan(
+                    ops,
+                    op_key=op_key,
+                    run=run,
+                    problem_id=problem_id,
+                    at=now or utcnow(),
+                    problem_text=problem_text,
+                    answer=answer,
+                    unit=unit,
+                )
+            return await self._complete(journal)
+
+    async def recover(self) -> list[ApplyResult]:
+        """Complete every pending update of this agent (after a crash); returns their outcomes."""
+        async with _bank_locks(self.store, ["shared", self.agent]):
+            results = []
+            items = await self.store.asearch(namespace(self.agent, "journal"), filter={"status": "pending"}, limit=PAGE)
+            for item in items:
+                results.append(await self._complete(Journal.model_validate(item.value)))
+            return results
+
+    async def _plan(
+        self,
+        ops: Sequence[ExperienceOp],
+        *,
+        op_key: str,
+        run: str,
+        problem_id: str,
+        at: str,
+        problem_text: str,
+        answer: str | None,
+        unit: str | None,
+    ) -> Journal:
+        """Decide each operation's outcome, allocate ids, write the pending journal with the sequences."""
+        fetched = await self._fetch(self._owned(op.id or "" for op in ops if op.op != "add"))
+        records = {i: record for (_, i), record in fetched.items() if record}
+        sequences: dict[str, int] = {}
+        deleted: set[str] = set()
+        known: dict[str, dict[str, str]] = {}  # per bank: lower-cased content -> id, to refuse duplicates
+        checked = partial(check_content, answer=answer, unit=unit, problem_text=problem_text)
+        plan = []
+        for index, op in enumerate(ops):
+            planned = PlannedOp(
+                index=index, op=op.op, status="applied", category=op.category, problem_type=op.problem_type
+            )
+            if op.op == "add":
+                bank = planned.bank = "shared" if op.scope == "shared" else self.agent
+                planned.content, reason = checked(op.content)
+                if bank not in known:
+                    live = await ExperienceBank(bank, self.store)._candidates()
+                    known[bank] = {e.content.lower(): e.id for e in live}
+                if not reason and planned.content.lower() in known[bank]:
+                    reason = f"duplicate of {known[bank][planned.content.lower()]}"
+                if reason:
+                    planned.status, planned.reason = "rejected", reason
+                else:
+                    if bank not in sequences:
+                        sequences[bank] = await self._next_number(bank)
+                    planned.id = make_id(bank, sequences[bank])
+                    sequences[bank] += 1
+                    known[bank][planned.content.lower()] = planned.id
+                plan.append(planned)
+                continue
+            planned.id = (op.id or "").strip() or None
+            planned.bank, reason = _owner(op.id, self.agent)
+            record = records.get(planned.id or "")
+            if planned.bank and record is None:
+                reason = f"unknown id {planned.id}"
+            elif record is not None and (record.deleted or record.id in deleted):
+                reason = f"{record.id} is deleted"
+            if reason:
+                planned.status, planned.reason = "ignored", reason
+            elif op.op == "keep":
+                planned.status = "kept"
+            elif op.op == "delete":
+                deleted.add(record.id)
+            else:
+                # fields the extractor left at their defaults keep the record's values
+                if "category" not in op.model_fields_set:
+                    planned.category = record.category
+                if "problem_type" not in op.model_fields_set:
+                    planned.problem_type = record.problem_type
+                planned.content, reason = checked(op.content)
+                if reason:
+                    planned.status, planned.reason = "rejected", reason
+            plan.append(planned)
+        journal = Journal(
+            op_key=op_key,
+            agent=self.agent,
+            run=run,
+            problem_id=problem_id,
+            at=at,
+            status="pending",
+            plan=plan,
+        )
+        writes = [PutOp(namespace(bank, "sequence"), "next", {"next": n}) for bank, n in sequences.items()]
+        await self.store.abatch([*writes, PutOp(namespace(self.agent, "journal"), op_key, journal.model_dump())])
+        return journal
+
+    def _owned(self, ids: Iterable[str]) -> list[tuple[str, str]]:
+        """(bank, id) of the ids this agent may touch, in order and without repeats."""
+        owners = {i.strip(): _owner(i, self.agent)[0] for i in ids}
+        return [(bank, i) for i, bank in owners.items() if bank]
+
+    async def _fetch(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Experience | None]:
+        """The records of (bank, id) keys in one batch; None for a missing one."""
+        unique = list(dict.fromkeys(keys))
+        found = await self.store.abatch([GetOp(namespace(bank), i) for bank, i in unique])
+        return {k: v and Experience.model_validate(v.value) for k, v in zip(unique, found, strict=True)}
+
+    async def _next_number(self, bank: str) -> int:
+        item = await self.store.aget(namespace(bank, "sequence"), "next")
+        return int(item.value["next"]) if item else 1
+
+    async def _complete(self, journal: Journal) -> ApplyResult:
+        """Write the journal's edits (each at most once) and mark it applied."""
+        todo = [p for p in journal.plan if p.status == "applied" and p.bank and p.id]
+        records = await self._fetch([(p.bank or "", p.id or "") for p in todo])
+        changed: dict[tuple[str, str], Experience] = {}
+        for planned in todo:
+            key = (planned.bank or "", planned.id or "")
+            try:
+                updated = apply_planned(
+                    records[key],
+                    planned,
+                    key=f"{journal.op_key}#{planned.index}",
+                    run=journal.run,
+                    problem_id=journal.problem_id,
+                    at=journal.at,
+                )
+            except ValueError as exc:
+                raise BankError(f"cannot apply {journal.op_key}: {exc}") from exc
+            if updated is not None:
+                records[key] = changed[key] = updated
+        applied = journal.model_copy(update={"status": "applied"})
+        puts = [PutOp(namespace(bank), i, e.model_dump(mode="json")) for (bank, i), e in changed.items()]
+        await self.store.abatch([*puts, PutOp(namespace(self.agent, "journal"), journal.op_key, applied.model_dump())])
+        return journal.result(replayed=False)
+
+
+async def select_for(
+    agent: str,
+    store: BaseStore,
+    problem_text: str,
+    budget_tokens: int,
+    *,
+    problem_type: str | None = None,
+) -> Selection:
+    """Experiences for `agent`'s prompt from the shared bank and its own, within one token budget.
+
+    The shared bank gets up to a third of the budget first; the agent's bank gets what is left; then
+    the shared bank may fill what the agent's bank left unused. The two blocks joined by a newline stay
+    within the budget.
+    """
+    shared_bank, own_bank = ExperienceBank("shared", store), ExperienceBank(agent, store)
+    if agent == "shared":
+        return Selection(shared=await shared_bank.select(problem_text, problem_type, budget_tokens), own=[])
+    shared_pool = rank(await shared_bank._candidates(), problem_text, problem_type)
+    first = pack(shared_pool, int(budget_tokens * SHARED_SHARE))
+    own = await own_bank.select(problem_text, problem_type, budget_tokens - _cost(first))
+    return Selection(shared=pack(shared_pool, budget_tokens - _cost(own)), own=own)
+
+
+def _cost(experiences: list[Experience]) -> int:
+    """Tokens the experiences take in a prompt block (with a newline each, as `pack` counts them)."""
+    return count_tokens(format_experiences(experiences) + "\n") if experiences else 0

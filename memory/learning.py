@@ -1,0 +1,52 @@
+"""What a finished problem teaches the banks: the extractor's operations and the experience counters.
+
+Every write is keyed by the run, epoch, problem and agent (and rollout, for counters), so applying
+a problem's learning twice, as a resumed thread may, changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from causal_grpo.agents.extractor.schemas import ExperienceOp
+from causal_grpo.memory.bank import ExperienceBank
+from langgraph.store.base import BaseStore
+
+
+async def apply_learning(
+    store: BaseStore,
+    *,
+    run: str,
+    epoch: int,
+    problem: dict[str, Any],
+    extractions: list[dict[str, Any]],
+    rollouts: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Apply each extraction's operations to its bank, then count the experiences each rollout saw."""
+    key = f"{run}:{epoch}:{problem['id']}"
+    learned: dict[str, Any] = {}
+    for extraction in sorted(extractions, key=lambda e: e["agent"]):
+        if not extraction["operations"]:
+            continue
+        agent = extraction["agent"]
+        result = await ExperienceBank(agent, store).apply(
+            [ExperienceOp.model_validate(op) for op in extraction["operations"]],
+            op_key=f"{key}:{agent}",
+            run=run,
+            problem_id=problem["id"],
+            problem_text=problem["text"],
+            answer=problem["answer"],
+            unit=problem.get("unit"),
+        )
+        learned[agent] = result.model_dump(mode="json")
+    counted = 0
+    for r in rollouts:
+        if r["experiences_seen"]:
+            ids = await ExperienceBank(r["agent"], store).record_usage(
+                r["experiences_seen"],
+                success=r["correct"],
+                op_key=f"{key}:{r['agent']}:{r['generator']}:{r['index']}",
+            )
+            counted += len(ids)
+    learned["usage_counted"] = counted
+    return learned

@@ -1,0 +1,137 @@
+"""The results database of a run: one row per rollout and per problem, in SQLite through sqlite-utils.
+
+Rows are upserted on their primary keys, so writing a resumed problem again replaces its rows instead of
+adding to them. sqlite-utils is synchronous; each write is one small transaction, and a lock makes the
+object safe to call from `asyncio.to_thread` as well as directly from the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import NoneType
+from typing import Any, get_args
+
+from causal_grpo.memory.schemas import utcnow
+from pydantic import BaseModel, Field
+from sqlite_utils import Database
+
+
+class RolloutRecord(BaseModel):
+    """One scored rollout of one agent on one problem."""
+
+    run: str
+    epoch: int = 0
+    problem_id: str
+    agent: str
+    rollout: int
+    valid: bool
+    answer: str | None = None
+    r_ans: float = 0.0
+    r_logic: float = 0.0
+    r_graph: float = 0.0
+    r_fusion: float | None = None
+    r_total: float = 0.0
+    experiences_seen: list[str] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
+    scaffold: dict[str, Any] | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    created_at: str = Field(default_factory=utcnow)
+
+
+class ProblemRecord(BaseModel):
+    """The outcome of one problem in one epoch."""
+
+    run: str
+    epoch: int = 0
+    problem_id: str
+    dataset: str = ""
+    status: str = "done"
+    group_accuracy: dict[str, float] = Field(default_factory=dict, description="Correct share per agent.")
+    final_answer: str | None = None
+    correct: bool | None = None
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Table:
+    name: str
+    model: type[BaseModel]
+    pk: tuple[str, ...]
+    json_fields: tuple[str, ...]
+
+
+ROLLOUTS = _Table(
+    "rollouts",
+    RolloutRecord,
+    ("run", "epoch", "problem_id", "agent", "rollout"),
+    ("experiences_seen", "errors", "scaffold"),
+)
+PROBLEMS = _Table("problems", ProblemRecord, ("run", "epoch", "problem_id"), ("group_accuracy",))
+
+
+def results_path(home: str | Path, run: str) -> Path:
+    """Where a run's results database lives: `<home>/runs/<run>/results.db`."""
+    return Path(home) / "runs" / run / "results.db"
+
+
+def _column_type(annotation: Any) -> type:
+    """The SQLite column type of a field: its number type, else text (JSON for lists and dicts)."""
+    base = next((a for a in get_args(annotation) if a is not NoneType), annotation)
+    return {int: int, float: float, bool: int}.get(base, str)
+
+
+class ResultsDB:
+    """A run's results database (created on first use)."""
+
+    def __init__(self, path: str | Path) -> None:
+        """Open or create the database file at `path` (parent folders included)."""
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self.db = Database(sqlite3.connect(self.path, check_same_thread=False, timeout=30))
+        self.db.enable_wal()
+        for table in (ROLLOUTS, PROBLEMS):
+            columns = {field: _column_type(info.annotation) for field, info in table.model.model_fields.items()}
+            self.db.table(table.name).create(columns, pk=table.pk, not_null=set(table.pk), if_not_exists=True)
+
+    def _upsert(self, table: _Table, records: Iterable[BaseModel]) -> int:
+        rows = [r.model_dump(mode="json") for r in records]
+        for row in rows:
+            row.update({field: json.dumps(row[field]) for field in table.json_fields})
+        with self._lock:
+            self.db.table(table.name).upsert_all(rows, pk=table.pk)
+        return len(rows)
+
+    def _read(self, table: _Table, run: str) -> list[Any]:
+        with self._lock:
+            rows = list(self.db.table(table.name).rows_where("run = ?", [run], order_by=", ".join(table.pk)))
+        for row in rows:
+            row.update({field: json.loads(row[field]) for field in table.json_fields if row[field] is not None})
+        return [table.model.model_validate(row) for row in rows]
+
+    def record_rollouts(self, records: Iterable[RolloutRecord]) -> int:
+        """Insert or replace rollout rows; returns how many were written."""
+        return self._upsert(ROLLOUTS, records)
+
+    def record_problem(self, record: ProblemRecord) -> None:
+        """Insert or replace one problem's row."""
+        self._upsert(PROBLEMS, [record])
+
+    def rollouts(self, run: str) -> list[RolloutRecord]:
+        """Every rollout of a run, ordered by epoch, problem, agent and rollout index."""
+        return self._read(ROLLOUTS, run)
+
+    def problems(self, run: str) -> list[ProblemRecord]:
+        """Every problem row of a run, ordered by epoch and problem id."""
+        return self._read(PROBLEMS, run)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()

@@ -1,0 +1,279 @@
+"""Experience banks: updates, ids, idempotency, crash recovery, counters, history, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from causal_grpo.agents.extractor.schemas import ExperienceOp
+from causal_grpo.memory import bank as bank_module
+from causal_grpo.memory.backends import open_backends
+from causal_grpo.memory.bank import ExperienceBank
+from causal_grpo.memory.schemas import namespace
+from langgraph.store.base import PutOp
+
+pytestmark = pytest.mark.anyio
+
+NOW = "2025-01-01T00:00:00+00:00"
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request, tmp_path):
+    async with open_backends(None if request.param == "memory" else tmp_path / "bank.db") as backends:
+        yield backends.store
+
+
+def add(content: str, **kwargs) -> ExperienceOp:
+    return ExperienceOp(op="add", content=content, **kwargs)
+
+
+async def apply(bank: ExperienceBank, ops, key: str, **kwargs):
+    return await bank.apply(ops, op_key=key, run="r1", problem_id="p1", now=NOW, **kwargs)
+
+
+async def test_add_modify_delete_keep(store):
+    bank = ExperienceBank("generator_1", store)
+    first = await apply(bank, [add("Name every given quantity as its own node."), add("Check units first.")], "k1")
+    assert first.ids("add") == ["G1-001", "G1-002"]
+    second = await apply(
+        bank,
+        [
+            ExperienceOp(op="modify", id="G1-001", content="Name each given quantity once, as its own node."),
+            ExperienceOp(op="delete", id="G1-002"),
+            ExperienceOp(op="keep", id="G1-001"),
+        ],
+        "k2",
+    )
+    assert [o.status for o in second.outcomes] == ["applied", "applied", "kept"]
+    live = await bank.list()
+    assert [(e.id, e.content) for e in live] == [("G1-001", "Name each given quantity once, as its own node.")]
+    tombstone = await bank.get("G1-002")
+    assert tombstone is not None and tombstone.deleted and tombstone.content == "Check units first."
+    assert await bank.size() == 1
+    modified = await bank.get("G1-001")
+    assert modified.run == "r1" and modified.problem_id == "p1" and modified.created_at == NOW
+    assert [(h.op, h.key) for h in modified.history] == [("add", "k1#0"), ("modify", "k2#0")]
+    assert modified.to_spec()["usage_count"] == 0 and set(modified.to_spec()) >= {"id", "content", "category"}
+
+
+async def test_modify_keeps_fields_the_extractor_left_at_defaults(store):
+    bank = ExperienceBank("generator_1", store)
+    await apply(
+        bank, [add("Beware of sign errors.", category="common_mistake", problem_type="physics_kinematics")], "k1"
+    )
+    await apply(bank, [ExperienceOp(op="modify", id="G1-001", content="Beware of sign errors in vectors.")], "k2")
+    experience = await bank.get("G1-001")
+    assert (experience.category, experience.problem_type) == ("common_mistake", "physics_kinematics")
+
+
+async def test_unknown_deleted_and_foreign_ids_are_ignored_with_reasons(store):
+    bank = ExperienceBank("generator_1", store)
+    await apply(bank, [add("A lesson.")], "k1")
+    await apply(bank, [ExperienceOp(op="delete", id="G1-001")], "k2")
+    result = await apply(
+        bank,
+        [
+            ExperienceOp(op="modify", id="G1-042", content="x y z"),
+            ExperienceOp(op="delete", id="G1-001"),
+            ExperienceOp(op="modify", id="G2-001", content="x y z"),
+            ExperienceOp(op="delete", id="nonsense"),
+            ExperienceOp(op="modify", id=None, content="x y z"),
+        ],
+        "k3",
+    )
+    assert [o.status for o in result.outcomes] == ["ignored"] * 5
+    assert "unknown id" in result.outcomes[0].reason
+    assert "deleted" in result.outcomes[1].reason
+    assert "generator_2" in result.outcomes[2].reason
+
+
+async def test_ids_are_never_reused_and_the_sequence_survives_reopening(tmp_path):
+    path = tmp_path / "bank.db"
+    async with open_backends(path) as backends:
+        bank = ExperienceBank("critic", backends.store)
+        await apply(bank, [add("one"), add("two")], "k1")
+        await apply(bank, [ExperienceOp(op="delete", id="C-002")], "k2")
+    async with open_backends(f"sqlite:///{path}") as backends:
+        bank = ExperienceBank("critic", backends.store)
+        result = await apply(bank, [add("three")], "k3")
+        assert result.ids("add") == ["C-003"]
+        assert [e.id for e in await bank.list(include_deleted=True)] == ["C-001", "C-002", "C-003"]
+
+
+async def test_duplicate_content_is_refused(store):
+    bank = ExperienceBank("generator_1", store)
+    await apply(bank, [add("Check units first.")], "k1")
+    ops = [add("check  units FIRST."), add("New one."), add("New one."), add("New one.", scope="shared")]
+    result = await apply(bank, ops, "k2")
+    assert [o.status for o in result.outcomes] == ["rejected", "applied", "rejected", "applied"]
+    assert [o.reason for o in result.rejected] == ["duplicate of G1-001", "duplicate of G1-002"]
+    assert result.ids("add") == ["G1-002", "S-001"]
+
+
+async def test_shared_scope_goes_to_the_shared_bank(store):
+    bank = ExperienceBank("generator_2", store)
+    result = await apply(bank, [add("Draw a diagram.", scope="shared"), add("Own lesson.")], "k1")
+    assert result.ids("add") == ["S-001", "G2-001"]
+    assert [e.id for e in await ExperienceBank("shared", store).list()] == ["S-001"]
+    other = ExperienceBank("generator_3", store)
+    modified = await apply(other, [ExperienceOp(op="modify", id="S-001", content="Draw a labelled diagram.")], "k2")
+    assert modified.outcomes[0].status == "applied"
+    assert (await other.get("S-001")).content == "Draw a labelled diagram."
+
+
+async def test_same_op_key_applies_once(store):
+    bank = ExperienceBank("generator_1", store)
+    first = await apply(bank, [add("A lesson.")], "k1")
+    again = await apply(bank, [add("A different lesson."), add("And another.")], "k1")
+    assert again.replayed and not first.replayed
+    assert again.outcomes == first.outcomes
+    assert [e.content for e in await bank.list()] == ["A lesson."]
+
+
+async def test_crash_between_journal_and_writes_completes_exactly_once(store, monkeypatch):
+    bank = ExperienceBank("generator_1", store)
+    await apply(bank, [add("Existing lesson.")], "k0")
+    real_complete = ExperienceBank._complete
+
+    async def crash(self, journal):
+        raise RuntimeError("killed after the journal was written")
+
+    monkeypatch.setattr(ExperienceBank, "_complete", crash)
+    ops = [add("New lesson.", scope="shared"), ExperienceOp(op="modify", id="G1-001", content="Better lesson.")]
+    with pytest.raises(RuntimeError):
+        await apply(bank, ops, "k1")
+    pending = await store.aget(namespace("generator_1", "journal"), "k1")
+    assert pending.value["status"] == "pending"
+    assert await ExperienceBank("shared", store).size() == 0
+    monkeypatch.setattr(ExperienceBank, "_complete", real_complete)
+
+    resumed = await ExperienceBank("generator_1", store).apply([], op_key="k1", run="r1", problem_id="p1")
+    assert resumed.ids("add") == ["S-001"] and resumed.ids("modify") == ["G1-001"]
+    assert await apply(bank, ops, "k1") == resumed.model_copy(update={"replayed": True})
+    assert [e.content for e in await ExperienceBank("shared", store).list()] == ["New lesson."]
+    assert [h.op for h in (await bank.get("G1-001")).history] == ["add", "modify"]
+
+
+async def test_replaying_a_half_written_journal_writes_each_edit_once(store, monkeypatch):
+    """A store without transactions could keep some record writes of a pending journal; replay skips them."""
+    bank = ExperienceBank("generator_1", store)
+    await apply(bank, [add("Lesson one.")], "k0")
+    real_abatch = type(store).abatch
+
+    async def drop_journal_mark(self, ops):
+        ops = list(ops)
+        marks = [op for op in ops if isinstance(op, PutOp) and op.namespace[1] == "journal"]
+        if any(op.value["status"] == "applied" for op in marks):
+            await real_abatch(self, [op for op in ops if op not in marks])
+            raise RuntimeError("killed before the journal was marked applied")
+        return await real_abatch(self, ops)
+
+    monkeypatch.setattr(type(store), "abatch", drop_journal_mark)
+    with pytest.raises(RuntimeError):
+        await apply(bank, [ExperienceOp(op="modify", id="G1-001", content="Lesson one, improved.")], "k1")
+    monkeypatch.undo()
+    assert len((await bank.get("G1-001")).history) == 2
+    await bank.recover()
+    assert len((await bank.get("G1-001")).history) == 2
+    assert (await store.aget(namespace("generator_1", "journal"), "k1")).value["status"] == "applied"
+
+
+async def test_recover_completes_pending_journals(store, monkeypatch):
+    bank = ExperienceBank("generator_3", store)
+
+    async def crash(self, journal):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(ExperienceBank, "_complete", crash)
+    with pytest.raises(RuntimeError):
+        await apply(bank, [add("Lesson.")], "k1")
+    monkeypatch.undo()
+    results = await bank.recover()
+    assert [r.ids("add") for r in results] == [["G3-001"]]
+    assert await bank.recover() == []
+
+
+async def test_concurrent_applies_allocate_distinct_ids(store):
+    bank = ExperienceBank("generator_1", store)
+    results = await asyncio.gather(
+        *(apply(ExperienceBank("generator_1", store), [add(f"Lesson {i}.")], f"k{i}") for i in range(50))
+    )
+    ids = [r.ids("add")[0] for r in results]
+    assert len(set(ids)) == 50
+    assert sorted(e.id for e in await bank.list()) == sorted(ids) == [f"G1-{n:03d}" for n in range(1, 51)]
+
+
+async def test_concurrent_applies_of_two_agents_sharing_the_shared_bank(store):
+    agents = ["generator_1", "generator_2"]
+    await asyncio.gather(
+        *(
+            apply(
+                ExperienceBank(agents[i % 2], store), [add(f"Shared {i}.", scope="shared"), add(f"Own {i}.")], f"k{i}"
+            )
+            for i in range(20)
+        )
+    )
+    assert await ExperienceBank("shared", store).size() == 20
+    assert [await ExperienceBank(a, store).size() for a in agents] == [10, 10]
+
+
+async def test_usage_counters_are_idempotent_per_op_key(store):
+    bank = ExperienceBank("generator_1", store)
+    await apply(bank, [add("Own lesson."), add("Shared lesson.", scope="shared")], "k1")
+    shown = ["G1-001", "S-001", "G2-001", "G1-999"]
+    assert await bank.record_usage(shown, success=True, op_key="r1:0:p1:generator_1:0") == ["G1-001", "S-001"]
+    assert await bank.record_usage(shown, success=True, op_key="r1:0:p1:generator_1:0") == []
+    await bank.record_usage(shown, success=False, op_key="r1:0:p1:generator_1:1")
+    for experience_id in ("G1-001", "S-001"):
+        experience = await bank.get(experience_id)
+        assert (experience.usage_count, experience.success_count) == (2, 1)
+        assert experience.usefulness == pytest.approx(2 / 4)
+
+
+async def test_leaky_content_is_rejected_and_recorded(store):
+    bank = ExperienceBank("generator_1", store)
+    problem = "Find the number of positive integers n less than 1000 such that n squared ends in the digits 44."
+    result = await apply(
+        bank,
+        [
+            add("The answer is 204."),
+            add("Find the number of positive integers n less than 1000 such that it works."),
+            add("   "),
+            add("Reduce modulo 8 and modulo 125 separately, then combine with CRT."),
+        ],
+        "k1",
+        problem_text=problem,
+        answer="204",
+    )
+    assert [o.status for o in result.outcomes] == ["rejected", "rejected", "rejected", "applied"]
+    assert "204" in result.rejected[0].reason and "copies" in result.rejected[1].reason
+    assert result.rejected[2].reason == "empty content"
+    assert [e.id for e in await bank.list()] == ["G1-001"]
+
+
+async def test_history_and_rollback(store):
+    bank = ExperienceBank("generator_1", store)
+    await apply(bank, [add("Version one.")], "k1")
+    await apply(bank, [ExperienceOp(op="modify", id="G1-001", content="Version two.")], "k2")
+    await apply(bank, [ExperienceOp(op="delete", id="G1-001")], "k3")
+    assert [h.op for h in await bank.history("G1-001")] == ["add", "modify", "delete"]
+    restored = await bank.rollback("G1-001", 0, now="2025-01-02T00:00:00+00:00")
+    assert (restored.content, restored.deleted) == ("Version one.", False)
+    assert [h.op for h in await bank.history("G1-001")] == ["add", "modify", "delete", "rollback"]
+    assert (await bank.rollback("G1-001", 2)).deleted
+    with pytest.raises(IndexError):
+        await bank.rollback("G1-001", 9)
+    with pytest.raises(KeyError):
+        await bank.rollback("G1-404", 0)
+    assert await bank.history("G1-404") == []
+
+
+async def test_unknown_bank_is_refused():
+    from langgraph.store.memory import InMemoryStore
+
+    with pytest.raises(ValueError, match="unknown experience bank"):
+        ExperienceBank("generator_9", InMemoryStore())
+
+
+def test_locks_are_released_with_their_last_user():
+    assert len(bank_module._locks) == 0

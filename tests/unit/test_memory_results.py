@@ -1,0 +1,57 @@
+"""The results database: idempotent upserts and readers."""
+
+from __future__ import annotations
+
+import asyncio
+
+from causal_grpo.memory.results import ProblemRecord, ResultsDB, RolloutRecord, results_path
+
+
+def rollout(index: int, r_total: float = 0.5, **fields) -> RolloutRecord:
+    return RolloutRecord(
+        run="r1",
+        problem_id="aime2024_001",
+        agent="generator_1",
+        rollout=index,
+        valid=True,
+        answer="204",
+        r_total=r_total,
+        experiences_seen=["G1-001", "S-002"],
+        errors=[],
+        scaffold={"nodes": [{"id": "a", "kind": "given", "value": "1"}], "target": "a"},
+        created_at="2025-01-01T00:00:00+00:00",
+        **fields,
+    )
+
+
+def test_upserts_are_idempotent_and_round_trip(tmp_path):
+    path = results_path(tmp_path, "r1")
+    assert path == tmp_path / "runs" / "r1" / "results.db"
+    db = ResultsDB(path)
+    assert db.record_rollouts([rollout(0), rollout(1)]) == 2
+    db.record_rollouts([rollout(1, r_total=0.9, r_fusion=0.25), rollout(0)])
+    rows = db.rollouts("r1")
+    assert [(r.rollout, r.r_total, r.r_fusion) for r in rows] == [(0, 0.5, None), (1, 0.9, 0.25)]
+    assert rows[0] == rollout(0)
+    problem = ProblemRecord(
+        run="r1", problem_id="aime2024_001", dataset="aime2024", group_accuracy={"generator_1": 2 / 3}
+    )
+    db.record_problem(problem)
+    db.record_problem(problem.model_copy(update={"correct": True, "final_answer": "204", "seconds": 3.5}))
+    assert db.problems("r1") == [problem.model_copy(update={"correct": True, "final_answer": "204", "seconds": 3.5})]
+    assert db.rollouts("other") == [] and db.problems("other") == []
+    db.close()
+    reopened = ResultsDB(path)
+    assert len(reopened.rollouts("r1")) == 2
+    reopened.close()
+
+
+def test_writes_from_worker_threads(tmp_path):
+    db = ResultsDB(tmp_path / "results.db")
+
+    async def write_all():
+        await asyncio.gather(*(asyncio.to_thread(db.record_rollouts, [rollout(i)]) for i in range(20)))
+
+    asyncio.run(write_all())
+    assert [r.rollout for r in db.rollouts("r1")] == list(range(20))
+    db.close()
