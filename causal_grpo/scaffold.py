@@ -34,7 +34,9 @@ class Node(BaseModel):
         max_length=MAX_FORMULA_CHARS,
         description="For derived nodes: an expression over other node ids, e.g. 'm*a'.",
     )
-    unit: str = Field(default="", max_length=64, description="Unit in pint syntax, e.g. 'm/s^2'; empty = dimensionless.")
+    unit: str = Field(
+        default="", max_length=64, description="Unit in pint syntax, e.g. 'm/s^2'; empty = dimensionless."
+    )
     description: str = Field(default="", max_length=300, description="What this quantity is.")
 
     @field_validator("value", "formula", mode="before")

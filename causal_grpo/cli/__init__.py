@@ -1,1 +1,18 @@
-"""The `causal-grpo` command line."""
+"""The `causal-grpo` command line: thin wrappers that turn flags into calls of the library."""
+
+from __future__ import annotations
+
+import typer
+
+from causal_grpo.cli import datasets, scaffold, simulator, train
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app.command("train")(train.train)
+app.command("datasets")(datasets.datasets)
+app.add_typer(scaffold.app, name="scaffold")
+app.add_typer(simulator.app, name="simulator")
+
+
+def main() -> None:
+    """Entry point of the `causal-grpo` script."""
+    app()

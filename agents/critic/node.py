@@ -1,0 +1,94 @@
+"""The critic's node: fuse one generator's rollouts into one scaffold, then compute and score it with r_fusion."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from causal_grpo.agents.critic import prompts
+from causal_grpo.agents.critic.schemas import FusedAnswer
+from causal_grpo.agents.generator.node import experiences_block, unit_hint
+from causal_grpo.agents.judge.node import Judgement, judge_scaffold, make_rollout
+from causal_grpo.agents.runtime import context_of
+from causal_grpo.graphs.state import Rollout
+from causal_grpo.memory.bank import Selection, select_for
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+from typing_extensions import TypedDict
+
+from causal_grpo.computer import Computation, ComputeError, compute
+from causal_grpo.context import Context
+from causal_grpo.llm import client_for
+from causal_grpo.problems import Problem
+
+
+class FuseInput(TypedDict):
+    """What the fan-out sends to one fusion: a generator's scored rollouts."""
+
+    problem: dict[str, Any]
+    generator: int
+    group: list[Rollout]
+
+
+def proposals_block(group: list[Rollout]) -> str:
+    """The proposals as the critic reads them; rewards that need the reference are withheld."""
+    return "\n".join(
+        prompts.PROPOSAL.format(
+            index=n,
+            answer=r["answer"] or "none",
+            valid=r["valid"],
+            r_logic=r["r_logic"],
+            errors="; ".join(r["errors"]) or "none",
+            scaffold=json.dumps(r["scaffold"], separators=(",", ":")) if r["scaffold"] else "none",
+        )
+        for n, r in enumerate(group, start=1)
+    )
+
+
+async def fuse(state: FuseInput, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Ask the critic for one fused scaffold, then compute, judge and score it."""
+    ctx = context_of(runtime)
+    problem = Problem.model_validate(state["problem"])
+    group = state["group"]
+    shown = Selection(shared=[], own=[])
+    if runtime.store is not None:
+        shown = await select_for("critic", runtime.store, problem.text, ctx.max_experience_tokens)
+    system = prompts.SYSTEM.format(experiences=experiences_block(shown.format()))
+    user = prompts.USER.format(
+        domain=problem.domain,
+        question=problem.text,
+        unit_hint=unit_hint(problem),
+        proposals=proposals_block(group),
+    )
+    started = time.time()
+    result = await client_for(ctx, "critic").structured(
+        FusedAnswer, [SystemMessage(system), HumanMessage(user)], temperature=0.0
+    )
+    scaffold = result.value.scaffold if result.value else None
+    if scaffold is None:
+        reason = result.error or "the critic returned no scaffold"
+        computation = Computation(valid=False, errors=[ComputeError(kind="schema", message=reason)])
+        judgement = Judgement()
+    else:
+        computation = await asyncio.to_thread(compute, scaffold)
+        judgement = await judge_scaffold(problem, scaffold, computation, ctx)
+    fused = make_rollout(
+        agent="critic",
+        generator=state["generator"],
+        index=0,
+        problem=problem,
+        scaffold=scaffold,
+        computation=computation,
+        judgement=judgement,
+        weights=ctx.critic_weights,
+        rel_tol=ctx.answer_rel_tol,
+        model_error=None if scaffold else result.error,
+        proposals_r_ans=[r["r_ans"] for r in group],
+        experiences_seen=shown.ids,
+        usage=result.usage,
+        mode=result.mode,
+        started=started,
+    )
+    return {"fused": [fused]}

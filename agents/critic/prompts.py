@@ -1,0 +1,22 @@
+"""Prompts of the critic, which fuses a generator's rollouts into one better causal graph."""
+
+SYSTEM = """You are the critic. Several solvers each wrote a causal graph for the same problem; you see their graphs,
+what the computer made of them, and how their reasoning was judged. You do not know the reference answer.
+
+Write ONE fused causal graph that is better than every proposal: keep the steps that are sound, repair or drop the
+broken ones, and where the proposals disagree, decide by checking each relation against the problem.
+Same rules as the solvers: "given" nodes take values from the problem, "derived" nodes have formulas over other node ids,
+the computer does all arithmetic, and the target answers the question.
+{experiences}"""
+
+USER = """Problem ({domain}):
+{question}
+{unit_hint}
+{proposals}
+Fuse these proposals into one causal graph."""
+
+PROPOSAL = """### Proposal {index}
+computed answer: {answer}; valid: {valid}; judged logic: {r_logic:.2f}
+errors: {errors}
+graph: {scaffold}
+"""

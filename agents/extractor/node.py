@@ -1,0 +1,104 @@
+"""The extractor: turn a group's reward spread into proposed experience-bank operations."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from causal_grpo.agents.extractor import prompts
+from causal_grpo.agents.extractor.schemas import ExperienceOps
+from causal_grpo.agents.runtime import context_of
+from causal_grpo.graphs.state import Extraction, Rollout, TrainingState
+from causal_grpo.memory.bank import select_for
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+from langgraph.store.base import BaseStore
+from typing_extensions import TypedDict
+
+from causal_grpo.context import Context
+from causal_grpo.llm import client_for
+from causal_grpo.problems import Problem
+from causal_grpo.rewards import group_std
+
+MAX_OPS = 3
+
+
+class GroupInput(TypedDict):
+    """What the fan-out sends to one extraction: a bank's agent and its group of scored rollouts."""
+
+    problem: dict[str, Any]
+    agent: str
+    group: list[Rollout]
+
+
+def rollouts_block(group: list[Rollout]) -> str:
+    """The group as the extractor reads it, best first, each marked `### Rollout k`."""
+    ranked = sorted(group, key=lambda r: -r["r_total"])
+    return "\n".join(
+        prompts.ROLLOUT.format(
+            index=r["index"] or n,
+            r_total=r["r_total"],
+            r_ans=r["r_ans"],
+            r_logic=r["r_logic"],
+            r_graph=r["r_graph"],
+            answer=r["answer"] or "none",
+            errors="; ".join(r["errors"]) or "none",
+            scaffold=json.dumps(r["scaffold"], separators=(",", ":")) if r["scaffold"] else "none",
+        )
+        for n, r in enumerate(ranked, start=1)
+    )
+
+
+async def extract_group(
+    agent: str, problem: Problem, group: list[Rollout], ctx: Context, store: BaseStore | None
+) -> Extraction:
+    """Ask the extractor for bank operations when the group's rewards spread (std > tau)."""
+    std = group_std([r["r_total"] for r in group])
+    extraction = Extraction(
+        agent=agent,
+        std=std,
+        triggered=std > ctx.tau,
+        summaries=[],
+        advantage="",
+        operations=[],
+        error=None,
+        usage={},
+    )
+    if not extraction["triggered"]:
+        return extraction
+    current = await select_for(agent, store, problem.text, ctx.max_experience_tokens) if store is not None else None
+    problem_type = next((r["scaffold"]["problem_type"] for r in group if r["scaffold"]), "general")
+    user = prompts.USER.format(
+        agent=agent,
+        problem_type=problem_type,
+        question=problem.text,
+        reference=f"{problem.answer} {problem.unit or ''}".strip(),
+        rollouts=rollouts_block(group),
+        experiences=(current.format() if current else "") or "(none yet)",
+    )
+    messages = [SystemMessage(prompts.SYSTEM.format(max_ops=MAX_OPS)), HumanMessage(user)]
+    result = await client_for(ctx, "extractor").structured(ExperienceOps, messages, temperature=0.0)
+    extraction["usage"] = result.usage.model_dump()
+    if result.value is None:
+        extraction["error"] = result.error
+        return extraction
+    extraction["summaries"] = result.value.summaries
+    extraction["advantage"] = result.value.advantage
+    extraction["operations"] = [op.model_dump(mode="json") for op in result.value.operations[:MAX_OPS]]
+    return extraction
+
+
+async def extract(state: GroupInput, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Extraction over one generator's group (sent by the fan-out)."""
+    problem = Problem.model_validate(state["problem"])
+    extraction = await extract_group(state["agent"], problem, state["group"], context_of(runtime), runtime.store)
+    return {"extractions": [extraction]}
+
+
+async def extract_critic(state: TrainingState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Extraction over the critic's group: the fused results of every generator."""
+    if not state.get("fused"):
+        return {}
+    problem = Problem.model_validate(state["problem"])
+    extraction = await extract_group("critic", problem, state["fused"], context_of(runtime), runtime.store)
+    return {"extractions": [extraction]}

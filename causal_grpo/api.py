@@ -1,0 +1,69 @@
+"""The single-call public API: `train()` a dataset, with the store and checkpointer injected or opened for you."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.store.base import BaseStore
+
+from causal_grpo.context import Context
+from causal_grpo.graphs.driver import Driver, ProblemOutcome, TrainingResult
+from causal_grpo.memory.backends import open_backends
+from causal_grpo.problems import Problem, load_problems
+
+STATE_FILE = "state.sqlite"
+
+
+def run_dir(home: Path, run: str) -> Path:
+    """Where a run keeps its state, results and exports."""
+    return Path(home).expanduser() / "runs" / run
+
+
+async def atrain(
+    dataset: str | Path | list[Problem] = "full",
+    *,
+    context: Context | None = None,
+    store: BaseStore | None = None,
+    checkpointer: BaseCheckpointSaver | None = None,
+    home: Path | None = None,
+    max_problems: int | None = None,
+    start_problem: int = 1,
+    epochs: int = 1,
+    batch_size: int = 4,
+    on_problem: Callable[[ProblemOutcome], None] | None = None,
+) -> TrainingResult:
+    """Train on a dataset; see `train`."""
+    ctx = context or Context()
+    problems = (
+        dataset if isinstance(dataset, list) else load_problems(dataset, max_problems, start_problem=start_problem)
+    )
+    folder = run_dir(home, ctx.run) if home is not None else None
+    if store is not None and checkpointer is not None:
+        driver = Driver(ctx, store=store, checkpointer=checkpointer, run_dir=folder, on_problem=on_problem)
+        return await driver.run(problems, epochs=epochs, batch_size=batch_size)
+    if folder is None:
+        raise ValueError("give either both a store and a checkpointer, or a home folder for the run's database")
+    folder.mkdir(parents=True, exist_ok=True)
+    async with open_backends(folder / STATE_FILE) as backends:
+        driver = Driver(
+            ctx,
+            store=store or backends.store,
+            checkpointer=checkpointer or backends.checkpointer,
+            run_dir=folder,
+            on_problem=on_problem,
+        )
+        return await driver.run(problems, epochs=epochs, batch_size=batch_size)
+
+
+def train(dataset: str | Path | list[Problem] = "full", **kwargs: object) -> TrainingResult:
+    """Run Training-Free GRPO over a dataset and return what happened.
+
+    Args:
+        dataset: A shipped dataset name, a path to a JSONL/JSON file, or a list of problems.
+        **kwargs: As `atrain`: context, store, checkpointer, home, max_problems, start_problem,
+            epochs, batch_size, on_problem.
+    """
+    return asyncio.run(atrain(dataset, **kwargs))  # type: ignore[arg-type]

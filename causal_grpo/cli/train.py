@@ -1,0 +1,113 @@
+"""`causal-grpo train`: flags -> Context -> `atrain()` with live progress -> result.json."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from causal_grpo.api import atrain, run_dir
+from causal_grpo.cli.common import HOME_OPTION, fail
+from causal_grpo.errors import CausalGrpoError
+from causal_grpo.exports import atomic_write
+from causal_grpo.problems import load_problems
+from causal_grpo.progress import ProgressReporter
+from causal_grpo.settings import resolve_context
+
+SIMULATED_NOTE = (
+    "model: simulated — the bundled simulator, a test double for the model: "
+    "it exercises the machinery over real HTTP and says nothing about a model's skill"
+)
+
+
+def _generators(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        chosen = sorted({int(g) for g in text.split(",") if g.strip()})
+    except ValueError:
+        raise typer.BadParameter("use generator numbers like 1,2,3") from None
+    if not chosen or not set(chosen) <= {1, 2, 3}:
+        raise typer.BadParameter("generators are 1, 2 and 3")
+    return chosen
+
+
+def train(
+    dataset: Annotated[str, typer.Option(help="full | aime2024 | aime2025 | physics | a JSONL/JSON file")] = "full",
+    max_problems: Annotated[int | None, typer.Option(help="Stop after this many problems.")] = None,
+    start_problem: Annotated[int, typer.Option(help="1-based problem to start from.")] = 1,
+    rollouts: Annotated[int | None, typer.Option(help="Rollouts per generator per problem.")] = None,
+    generators: Annotated[str | None, typer.Option(help="Which generators run, e.g. 1,2.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Overrides every generator's temperature.")] = None,
+    tau: Annotated[float | None, typer.Option(help="Extract when std(r_total) of a group exceeds tau.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Model calls in flight, all agents together.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Problems in flight; their bank updates apply after each batch.")] = 4,
+    epochs: Annotated[int, typer.Option(help="Passes over the dataset; banks carry over.")] = 1,
+    model: Annotated[str | None, typer.Option(help="Model name, or 'simulated' for the bundled simulator.")] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    ] = None,
+    judge: Annotated[bool | None, typer.Option("--judge/--no-judge", help="LLM judge in r_logic.")] = None,
+    fuse: Annotated[bool | None, typer.Option("--fuse/--no-fuse", help="Run the critic's fusion.")] = None,
+    max_experience_tokens: Annotated[int | None, typer.Option(help="Token budget for experiences.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (the simulator's, and ours).")] = None,
+    run: Annotated[str, typer.Option(help="Run name: its folder, threads and banks.")] = "default",
+    home: HOME_OPTION = Path("~/.causal-grpo"),
+    config: Annotated[Path | None, typer.Option(help="Optional config file (JSON or TOML).")] = None,
+    verbose: Annotated[bool, typer.Option(help="Log prompts and responses.")] = False,
+) -> None:
+    """Train: generators -> compute -> evaluate -> extract -> fuse, one checkpointed thread per problem."""
+    console = Console()
+    flags = {
+        "run": run,
+        "model": model,
+        "base_url": base_url,
+        "rollouts": rollouts,
+        "generators": _generators(generators),
+        "temperature": temperature,
+        "tau": tau,
+        "concurrency": concurrency,
+        "judge": judge,
+        "fuse": fuse,
+        "max_experience_tokens": max_experience_tokens,
+        "seed": seed,
+        "verbose": verbose or None,
+    }
+    try:
+        ctx = resolve_context(flags, config)
+        problems = load_problems(dataset, max_problems, start_problem=start_problem)
+        folder = run_dir(home, ctx.run)
+        console.print(
+            SIMULATED_NOTE if ctx.model == "simulated" else f"model: {ctx.model} at {ctx.base_url or 'default'}"
+        )
+        console.print(f"run {ctx.run}: {len(problems)} problems x {epochs} epoch(s), folder {folder}")
+        reporter = ProgressReporter(
+            len(problems) * epochs,
+            console=console,
+            prices=(ctx.price_prompt_per_m, ctx.price_completion_per_m),
+        )
+        with reporter:
+            result = asyncio.run(
+                atrain(
+                    problems,
+                    context=ctx,
+                    home=home,
+                    epochs=epochs,
+                    batch_size=batch_size,
+                    on_problem=reporter,
+                )
+            )
+    except CausalGrpoError as exc:
+        fail(console, str(exc))
+    atomic_write(folder / "result.json", json.dumps(result.to_dict(), indent=1) + "\n")
+    failed = sum(p.status == "failed" for p in result.problems)
+    console.print(
+        f"done in {result.seconds:.1f}s: final accuracy {result.accuracy:.0%}, "
+        f"{result.usage.calls} model calls, {result.usage.prompt_tokens}+{result.usage.completion_tokens} tokens, "
+        f"banks {result.bank_sizes}" + (f", {failed} problem(s) failed (run again to resume)" if failed else "")
+    )
+    console.print(f"exports in {folder}")

@@ -1,0 +1,195 @@
+"""The run driver: many problems through the training graph, in batches, resumable, with exports.
+
+A batch's problems run concurrently up to the `learn` node, reading the banks as they were when
+the batch started; then their bank updates are applied one problem at a time in dataset order.
+That barrier makes a run reproducible for a given simulator seed whatever the timing, and it is
+the same order a fleet of workers applies (issue 7). Every problem is its own thread
+(`<run>:<epoch>:<problem id>`): a finished thread is skipped without a model call, an interrupted
+one resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from causal_grpo.graphs.training import build_training_graph
+from causal_grpo.memory.bank import ExperienceBank
+from causal_grpo.memory.schemas import BANKS
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.store.base import BaseStore
+from pydantic import BaseModel, Field
+
+from causal_grpo.context import Context
+from causal_grpo.exports import write_bank, write_problem
+from causal_grpo.llm import ModelAccessError, Usage
+from causal_grpo.problems import Problem
+
+
+class ProblemOutcome(BaseModel):
+    """How one problem of one epoch ended."""
+
+    id: str
+    epoch: int
+    dataset: str
+    status: str  # "done", "skipped" (finished earlier), "failed"
+    final_answer: str | None = None
+    final_correct: bool = False
+    accuracy: dict[str, float] = Field(default_factory=dict)  # per agent: share of correct rollouts
+    rollouts: list[dict[str, Any]] = Field(
+        default_factory=list
+    )  # verdicts for progress: agent, index, correct, r_total
+    usage: Usage = Usage()
+    error: str | None = None
+    bank_sizes: dict[str, int] = Field(default_factory=dict)
+
+
+class TrainingResult(BaseModel):
+    """What a training run did; `to_dict()` is what the CLI writes."""
+
+    run: str
+    model: str
+    run_dir: str | None = None
+    problems: list[ProblemOutcome] = Field(default_factory=list)
+    usage: Usage = Usage()
+    bank_sizes: dict[str, int] = Field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def accuracy(self) -> float:
+        """Share of problems whose final answer was right."""
+        done = [p for p in self.problems if p.status != "failed"]
+        return sum(p.final_correct for p in done) / len(done) if done else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data."""
+        return {**self.model_dump(mode="json"), "accuracy": self.accuracy}
+
+
+def thread_id(run: str, epoch: int, problem_id: str) -> str:
+    """One thread per (run, epoch, problem)."""
+    return f"{run}:{epoch}:{problem_id}"
+
+
+def outcome_of(state: dict[str, Any], epoch: int, status: str) -> ProblemOutcome:
+    """Summarise a finished problem's state."""
+    problem = state["problem"]
+    everything = [*state.get("rollouts", []), *state.get("fused", [])]
+    accuracy: dict[str, list[bool]] = {}
+    usage = Usage()
+    for r in everything:
+        accuracy.setdefault(r["agent"], []).append(r["correct"])
+        usage = usage + Usage.model_validate(r["usage"])
+    for e in state.get("extractions", []):
+        usage = usage + Usage.model_validate(e.get("usage") or {})
+    return ProblemOutcome(
+        id=problem["id"],
+        epoch=epoch,
+        dataset=problem["dataset"],
+        status=status,
+        final_answer=state.get("final_answer"),
+        final_correct=state.get("final_correct", False),
+        accuracy={a: sum(v) / len(v) for a, v in sorted(accuracy.items())},
+        rollouts=[
+            {"agent": r["agent"], "index": r["index"], "correct": r["correct"], "r_total": r["r_total"]}
+            for r in everything
+        ],
+        usage=usage,
+    )
+
+
+class Driver:
+    """Runs problems through one compiled training graph with an injected store and checkpointer."""
+
+    def __init__(
+        self,
+        context: Context,
+        *,
+        store: BaseStore,
+        checkpointer: BaseCheckpointSaver,
+        run_dir: Path | None = None,
+        on_problem: Callable[[ProblemOutcome], None] | None = None,
+    ) -> None:
+        self.context = context
+        self.store = store
+        self.run_dir = run_dir
+        self.on_problem = on_problem or (lambda _: None)
+        self.graph = build_training_graph().compile(checkpointer=checkpointer, store=store)
+
+    def _config(self, epoch: int, problem: Problem) -> dict[str, Any]:
+        return {"configurable": {"thread_id": thread_id(self.context.run, epoch, problem.id)}}
+
+    async def _until_learn(self, epoch: int, problem: Problem) -> str:
+        """Run a problem up to its bank update; 'finished' if it was done before."""
+        config = self._config(epoch, problem)
+        snapshot = await self.graph.aget_state(config)
+        if snapshot.values and not snapshot.next:
+            return "finished"
+        if snapshot.next == ("learn",):
+            return "ready"
+        payload = None if snapshot.next else {"problem": problem.model_dump(mode="json"), "epoch": epoch}
+        await self.graph.ainvoke(payload, config, context=self.context, interrupt_before=["learn"])
+        return "ready"
+
+    async def _learn(self, epoch: int, problem: Problem) -> dict[str, Any]:
+        config = self._config(epoch, problem)
+        snapshot = await self.graph.aget_state(config)
+        if snapshot.next:
+            await self.graph.ainvoke(None, config, context=self.context)
+            snapshot = await self.graph.aget_state(config)
+        return snapshot.values
+
+    async def bank_sizes(self) -> dict[str, int]:
+        """Live experiences per bank."""
+        return {b: await ExperienceBank(b, self.store).size() for b in BANKS}
+
+    async def export_banks(self) -> None:
+        """Write `<bank>_experiences.json` for every bank."""
+        if self.run_dir is None:
+            return
+        for bank in BANKS:
+            records = [e.to_spec() for e in await ExperienceBank(bank, self.store).list()]
+            write_bank(self.run_dir, bank, records)
+
+    async def run(self, problems: list[Problem], *, epochs: int = 1, batch_size: int = 4) -> TrainingResult:
+        """Train over the problems for some epochs; the banks carry over from epoch to epoch."""
+        started = time.monotonic()
+        result = TrainingResult(run=self.context.run, model=self.context.model, run_dir=str(self.run_dir or ""))
+        for epoch in range(1, epochs + 1):
+            for start in range(0, len(problems), batch_size):
+                batch = problems[start : start + batch_size]
+                phases = await asyncio.gather(*(self._until_learn(epoch, p) for p in batch), return_exceptions=True)
+                for problem, phase in zip(batch, phases, strict=True):
+                    outcome = await self._finish(epoch, problem, phase)
+                    result.problems.append(outcome)
+                    result.usage = result.usage + outcome.usage
+                    self.on_problem(outcome)
+                await self.export_banks()
+        result.bank_sizes = await self.bank_sizes()
+        result.seconds = round(time.monotonic() - started, 3)
+        return result
+
+    async def _finish(self, epoch: int, problem: Problem, phase: str | BaseException) -> ProblemOutcome:
+        """Apply a problem's bank update (in batch order) and export it; a failure is recorded, not raised."""
+        if isinstance(phase, ModelAccessError) or (
+            isinstance(phase, BaseException) and not isinstance(phase, Exception)
+        ):
+            raise phase
+        if isinstance(phase, Exception):
+            return ProblemOutcome(
+                id=problem.id, epoch=epoch, dataset=problem.dataset, status="failed", error=_one_line(phase)
+            )
+        state = await self._learn(epoch, problem)
+        outcome = outcome_of(state, epoch, "skipped" if phase == "finished" else "done")
+        if self.run_dir is not None:
+            await asyncio.to_thread(write_problem, self.run_dir, state, epoch)
+        outcome.bank_sizes = await self.bank_sizes()
+        return outcome
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"

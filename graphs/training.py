@@ -1,0 +1,106 @@
+"""The per-problem training graph: rollouts -> groups -> extraction and fusion -> critic extraction -> decide -> learn.
+
+One graph run is one problem on its own thread. Extraction and fusion of a generator's group only
+need that group's scored rollouts, so they run side by side; the critic's extraction needs every
+fused result. `learn` is the only node that writes the experience banks, which lets a driver pause
+a batch of problems before it (`interrupt_before=["learn"]`) and apply their updates in a fixed
+order once the whole batch is done.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from causal_grpo.agents.critic.node import FuseInput, fuse
+from causal_grpo.agents.extractor.node import GroupInput, extract, extract_critic
+from causal_grpo.agents.runtime import context_of
+from causal_grpo.graphs.final import choose_final
+from causal_grpo.graphs.rollout import MODEL_RETRY, build_rollout_graph
+from causal_grpo.graphs.state import InputState, OutputState, Rollout, RolloutInput, TrainingState
+from causal_grpo.memory.learning import apply_learning
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+
+from causal_grpo.context import Context
+
+
+def send_rollouts(state: TrainingState, runtime: Runtime[Context]) -> list[Send]:
+    """One rollout branch per (generator, rollout index)."""
+    ctx = context_of(runtime)
+    return [
+        Send("rollout", RolloutInput(problem=state["problem"], generator=g, index=k))
+        for g in ctx.generators
+        for k in range(1, ctx.rollouts + 1)
+    ]
+
+
+def group_of(rollouts: list[Rollout], generator: int) -> list[Rollout]:
+    """A generator's rollouts in rollout order (branches finish in any order)."""
+    return sorted((r for r in rollouts if r["generator"] == generator), key=lambda r: r["index"])
+
+
+def groups(state: TrainingState) -> dict[str, Any]:
+    """Join point after the rollout branches; the fan-out below reads the finished groups."""
+    return {}
+
+
+def send_groups(state: TrainingState, runtime: Runtime[Context]) -> list[Send]:
+    """Per generator: extraction of its group and, unless turned off, the critic's fusion of it."""
+    ctx = context_of(runtime)
+    sends: list[Send] = []
+    for g in ctx.generators:
+        group = group_of(state["rollouts"], g)
+        sends.append(Send("extract", GroupInput(problem=state["problem"], agent=f"generator_{g}", group=group)))
+        if ctx.fuse:
+            sends.append(Send("fuse", FuseInput(problem=state["problem"], generator=g, group=group)))
+    return sends
+
+
+def decide(state: TrainingState) -> dict[str, Any]:
+    """Choose the problem's final answer without looking at the reference."""
+    chosen = choose_final(state.get("fused", []), state["rollouts"])
+    return {
+        "final_answer": chosen["answer"] if chosen else None,
+        "final_correct": bool(chosen and chosen["correct"]),
+    }
+
+
+async def learn(state: TrainingState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Apply the proposed bank operations and the experience counters, idempotently."""
+    if runtime.store is None:
+        return {"learned": {"skipped": "no store"}}
+    ctx = context_of(runtime)
+    learned = await apply_learning(
+        runtime.store,
+        run=ctx.run,
+        epoch=state.get("epoch", 1),
+        problem=state["problem"],
+        extractions=state.get("extractions", []),
+        rollouts=[*state["rollouts"], *state.get("fused", [])],
+    )
+    return {"learned": learned}
+
+
+def build_training_graph() -> StateGraph:
+    """The uncompiled per-problem training graph; compile it with your own store and checkpointer."""
+    builder = StateGraph(TrainingState, input_schema=InputState, output_schema=OutputState, context_schema=Context)
+    builder.add_node("rollout", build_rollout_graph().compile())
+    builder.add_node(groups)
+    builder.add_node(extract, input_schema=GroupInput, retry_policy=MODEL_RETRY)
+    builder.add_node(fuse, input_schema=FuseInput, retry_policy=MODEL_RETRY)
+    builder.add_node(extract_critic, retry_policy=MODEL_RETRY)
+    builder.add_node(decide)
+    builder.add_node(learn)
+    builder.add_conditional_edges(START, send_rollouts, ["rollout"])
+    builder.add_edge("rollout", "groups")
+    builder.add_conditional_edges("groups", send_groups, ["extract", "fuse"])
+    builder.add_edge("extract", "extract_critic")
+    builder.add_edge("fuse", "extract_critic")
+    builder.add_edge("extract_critic", "decide")
+    builder.add_edge("decide", "learn")
+    builder.add_edge("learn", END)
+    return builder
+
+
+graph = build_training_graph().compile(name="causal-grpo-train")

@@ -1,0 +1,125 @@
+"""The training graph end to end against the simulator: groups, extraction, fusion, banks, resume, exports."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from causal_grpo.agents.extractor import node as extractor_node
+from causal_grpo.graphs.driver import thread_id
+from causal_grpo.graphs.training import build_training_graph
+from causal_grpo.memory.bank import ExperienceBank
+from causal_grpo.memory.learning import apply_learning
+from causal_grpo.memory.schemas import BANKS
+
+from causal_grpo.api import atrain
+from causal_grpo.problems import load_problems
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+
+
+def scaffold_requests(simulator) -> int:
+    return simulator.stats()["by_kind"].get("Scaffold", 0)
+
+
+async def all_experiences(store) -> dict[str, list]:
+    return {b: await ExperienceBank(b, store).list() for b in BANKS}
+
+
+async def test_a_run_fills_groups_banks_and_exports(sim_context, store, checkpointer, simulator, tmp_path):
+    problems = load_problems("full", 4)
+    result = await atrain(
+        problems, context=sim_context, store=store, checkpointer=checkpointer, home=tmp_path, batch_size=4
+    )
+    assert [p.status for p in result.problems] == ["done"] * 4
+    assert result.usage.calls > 0 and result.usage.prompt_tokens > 0
+
+    run_dir = tmp_path / "runs" / sim_context.run
+    for g in (1, 2):
+        lines = [json.loads(x) for x in (run_dir / f"generator_{g}_rollouts.jsonl").read_text().splitlines()]
+        assert [line["id"] for line in lines] == [p.id for p in problems]
+        for line in lines:
+            assert len(line["rollouts"]) == 3
+            assert all(0.0 <= r["r_total"] <= 1.0 for r in line["rollouts"])
+    critic = [json.loads(x) for x in (run_dir / "critic_results.jsonl").read_text().splitlines()]
+    assert all(set(line["fused"]) == {"generator_1", "generator_2"} for line in critic)
+    assert all(r["r_fusion"] is not None for line in critic for r in line["fused"].values())
+
+    # The simulator's rewards spread, so some group triggered extraction and the banks grew.
+    banks = await all_experiences(store)
+    assert sum(len(v) for v in banks.values()) == sum(result.bank_sizes.values()) > 0
+    exported = json.loads((run_dir / "generator_1_experiences.json").read_text())
+    assert [e["id"] for e in exported] == [e.id for e in banks["generator_1"]]
+
+
+async def test_a_finished_run_costs_no_model_call(sim_context, store, checkpointer, simulator):
+    problems = load_problems("aime2025", 2)
+    await atrain(problems, context=sim_context, store=store, checkpointer=checkpointer)
+    before = simulator.stats()["requests"]
+    again = await atrain(problems, context=sim_context, store=store, checkpointer=checkpointer)
+    assert [p.status for p in again.problems] == ["skipped", "skipped"]
+    assert simulator.stats()["requests"] == before
+
+
+async def test_a_crash_resumes_without_redoing_rollouts_or_updates(
+    sim_context, store, checkpointer, simulator, monkeypatch
+):
+    problems = load_problems("physics", 2)
+    real = extractor_node.extract_group
+    calls = {"n": 0}
+
+    async def crash_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("injected crash in extraction")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(extractor_node, "extract_group", crash_once)
+    first = await atrain(problems, context=sim_context, store=store, checkpointer=checkpointer, batch_size=2)
+    assert "failed" in [p.status for p in first.problems]
+    scaffolds_before = scaffold_requests(simulator)
+
+    second = await atrain(problems, context=sim_context, store=store, checkpointer=checkpointer, batch_size=2)
+    assert all(p.status in {"done", "skipped"} for p in second.problems)
+    # Finished rollouts were checkpointed: the resume asked for no new scaffold.
+    assert scaffold_requests(simulator) == scaffolds_before
+
+    # Applying a finished problem's learning again (as a crash after `learn` would) changes nothing.
+    banks = await all_experiences(store)
+    for problem in problems:
+        config = {"configurable": {"thread_id": thread_id(sim_context.run, 1, problem.id)}}
+        state = (await build_training_graph().compile(checkpointer=checkpointer).aget_state(config)).values
+        await apply_learning(
+            store,
+            run=sim_context.run,
+            epoch=1,
+            problem=state["problem"],
+            extractions=state["extractions"],
+            rollouts=state["rollouts"] + state["fused"],
+        )
+    assert await all_experiences(store) == banks
+
+
+async def test_many_problems_in_flight_lose_no_update(sim_context, store, checkpointer):
+    problems = load_problems("full", 12)
+    result = await atrain(problems, context=sim_context, store=store, checkpointer=checkpointer, batch_size=12)
+    assert len(result.problems) == 12
+    experiences = [e for v in (await all_experiences(store)).values() for e in v]
+    ids = [e.id for e in experiences]
+    assert len(ids) == len(set(ids))
+    # Every add that `learn` reported applied is in a bank, exactly once.
+    graph_states = []
+    graph = build_training_graph().compile(checkpointer=checkpointer)
+    for p in problems:
+        config = {"configurable": {"thread_id": thread_id(sim_context.run, 1, p.id)}}
+        graph_states.append((await graph.aget_state(config)).values)
+    added = [
+        o["id"]
+        for s in graph_states
+        for agent, r in s["learned"].items()
+        if agent != "usage_counted"
+        for o in r["outcomes"]
+        if o["op"] == "add" and o["status"] == "applied"
+    ]
+    assert added and sorted(added) == sorted(set(added))
+    assert set(added) <= set(ids)
