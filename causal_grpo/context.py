@@ -82,6 +82,11 @@ class Context(BaseModel):
     profiles: dict[int, GeneratorProfile] = Field(default_factory=lambda: dict(DEFAULT_PROFILES))
     critic_weights: RewardWeights = Field(default_factory=lambda: CRITIC_WEIGHTS.model_copy())
     fuse: bool = Field(default=True, description="Run the critic's fusion after extraction.")
+    stage: Literal["all", "generators", "critic"] = Field(
+        default="all",
+        description="'generators': rollouts and their extraction only; 'critic': fusion over the rollouts a "
+        "'generators' run stored, never regenerating them; 'all': both in one pass.",
+    )
     tau: float = Field(default=0.05, ge=0, description="Extract experiences when std(r_total) of a group exceeds it.")
     max_experience_tokens: int = Field(default=600, ge=0, description="Token budget for experiences in a prompt.")
     answer_rel_tol: float = Field(default=0.05, gt=0, description="Relative tolerance for physics answers.")

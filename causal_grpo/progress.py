@@ -87,7 +87,9 @@ class ProgressReporter:
             final = "[green]✓[/]" if outcome.final_correct else "[red]✗[/]"
             banks = " ".join(f"{BANK_LABELS[b]}:{n}" for b, n in outcome.bank_sizes.items())
             skipped = " (finished earlier)" if outcome.status == "skipped" else ""
-            line = f"{outcome.id}{skipped}  {verdicts(outcome)}  final {final} {outcome.final_answer}  banks {banks}"
+            fusion = f"  rescues {outcome.rescues} losses {outcome.losses}" if "critic" in outcome.accuracy else ""
+            answer = f"final {final} {outcome.final_answer}"
+            line = f"{outcome.id}{skipped}  {verdicts(outcome)}{fusion}  {answer}  banks {banks}"
         self.console.print(line, highlight=False)
         if self.progress:
             self.progress.update(self.task, advance=1, stats=self.stats())

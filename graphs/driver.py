@@ -18,15 +18,21 @@ from typing import Any
 
 from causal_grpo.graphs.training import build_training_graph
 from causal_grpo.memory.bank import ExperienceBank
+from causal_grpo.memory.results import ProblemRecord, ResultsDB, RolloutRecord
 from causal_grpo.memory.schemas import BANKS
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore
 from pydantic import BaseModel, Field
 
 from causal_grpo.context import Context
+from causal_grpo.errors import CausalGrpoError
 from causal_grpo.exports import write_bank, write_problem
 from causal_grpo.llm import ModelAccessError, Usage
 from causal_grpo.problems import Problem
+
+
+class StageError(CausalGrpoError):
+    """The critic stage was asked to fuse rollouts that were never stored."""
 
 
 class ProblemOutcome(BaseModel):
@@ -43,6 +49,8 @@ class ProblemOutcome(BaseModel):
         default_factory=list
     )  # verdicts for progress: agent, index, correct, r_total
     usage: Usage = Usage()
+    rescues: int = 0  # fused right where most of its proposals were wrong
+    losses: int = 0  # fused wrong where one of its proposals was right
     error: str | None = None
     bank_sizes: dict[str, int] = Field(default_factory=dict)
 
@@ -69,9 +77,49 @@ class TrainingResult(BaseModel):
         return {**self.model_dump(mode="json"), "accuracy": self.accuracy}
 
 
-def thread_id(run: str, epoch: int, problem_id: str) -> str:
-    """One thread per (run, epoch, problem)."""
-    return f"{run}:{epoch}:{problem_id}"
+def record_results(db: ResultsDB, run: str, state: dict[str, Any], outcome: ProblemOutcome) -> None:
+    """Upsert a finished problem's rows; a critic row's `rollout` is the generator it fused."""
+    problem_id = state["problem"]["id"]
+    db.record_rollouts(
+        RolloutRecord(
+            run=run,
+            epoch=outcome.epoch,
+            problem_id=problem_id,
+            agent=r["agent"],
+            rollout=r["generator"] if r["agent"] == "critic" else r["index"],
+            valid=r["valid"],
+            answer=r["answer"],
+            r_ans=r["r_ans"],
+            r_logic=r["r_logic"],
+            r_graph=r["r_graph"],
+            r_fusion=r["r_fusion"],
+            r_total=r["r_total"],
+            experiences_seen=r["experiences_seen"],
+            errors=r["errors"],
+            scaffold=r["scaffold"],
+            prompt_tokens=r["usage"].get("prompt_tokens", 0),
+            completion_tokens=r["usage"].get("completion_tokens", 0),
+        )
+        for r in [*state.get("rollouts", []), *state.get("fused", [])]
+    )
+    db.record_problem(
+        ProblemRecord(
+            run=run,
+            epoch=outcome.epoch,
+            problem_id=problem_id,
+            dataset=outcome.dataset,
+            status="done" if outcome.status == "skipped" else outcome.status,
+            group_accuracy=outcome.accuracy,
+            final_answer=outcome.final_answer,
+            correct=outcome.final_correct,
+            tokens=outcome.usage.prompt_tokens + outcome.usage.completion_tokens,
+        )
+    )
+
+
+def thread_id(run: str, epoch: int, problem_id: str, stage: str = "all") -> str:
+    """One thread per (run, epoch, problem); the critic stage runs on a thread of its own."""
+    return f"{run}:{epoch}:{problem_id}" + (":critic" if stage == "critic" else "")
 
 
 def outcome_of(state: dict[str, Any], epoch: int, status: str) -> ProblemOutcome:
@@ -85,6 +133,11 @@ def outcome_of(state: dict[str, Any], epoch: int, status: str) -> ProblemOutcome
         usage = usage + Usage.model_validate(r["usage"])
     for e in state.get("extractions", []):
         usage = usage + Usage.model_validate(e.get("usage") or {})
+    rescues = losses = 0
+    for fused in state.get("fused", []):
+        proposals = [r["correct"] for r in state.get("rollouts", []) if r["generator"] == fused["generator"]]
+        rescues += fused["correct"] and sum(proposals) * 2 < len(proposals)
+        losses += not fused["correct"] and any(proposals)
     return ProblemOutcome(
         id=problem["id"],
         epoch=epoch,
@@ -98,6 +151,8 @@ def outcome_of(state: dict[str, Any], epoch: int, status: str) -> ProblemOutcome
             for r in everything
         ],
         usage=usage,
+        rescues=rescues,
+        losses=losses,
     )
 
 
@@ -118,9 +173,21 @@ class Driver:
         self.run_dir = run_dir
         self.on_problem = on_problem or (lambda _: None)
         self.graph = build_training_graph().compile(checkpointer=checkpointer, store=store)
+        self.results = ResultsDB(run_dir / "results.db") if run_dir is not None else None
 
-    def _config(self, epoch: int, problem: Problem) -> dict[str, Any]:
-        return {"configurable": {"thread_id": thread_id(self.context.run, epoch, problem.id)}}
+    def _config(self, epoch: int, problem: Problem, stage: str | None = None) -> dict[str, Any]:
+        tid = thread_id(self.context.run, epoch, problem.id, stage or self.context.stage)
+        return {"configurable": {"thread_id": tid}}
+
+    async def _first_input(self, epoch: int, problem: Problem) -> dict[str, Any]:
+        """A new thread's input; the critic stage takes the rollouts its generators stage stored."""
+        payload: dict[str, Any] = {"problem": problem.model_dump(mode="json"), "epoch": epoch}
+        if self.context.stage == "critic":
+            stored = await self.graph.aget_state(self._config(epoch, problem, "generators"))
+            if not stored.values or stored.next:
+                raise StageError(f"{problem.id}: no finished generators stage in run {self.context.run!r} to fuse")
+            payload["rollouts"] = stored.values["rollouts"]
+        return payload
 
     async def _until_learn(self, epoch: int, problem: Problem) -> str:
         """Run a problem up to its bank update; 'finished' if it was done before."""
@@ -130,7 +197,7 @@ class Driver:
             return "finished"
         if snapshot.next == ("learn",):
             return "ready"
-        payload = None if snapshot.next else {"problem": problem.model_dump(mode="json"), "epoch": epoch}
+        payload = None if snapshot.next else await self._first_input(epoch, problem)
         await self.graph.ainvoke(payload, config, context=self.context, interrupt_before=["learn"])
         return "ready"
 
@@ -158,6 +225,16 @@ class Driver:
         """Train over the problems for some epochs; the banks carry over from epoch to epoch."""
         started = time.monotonic()
         result = TrainingResult(run=self.context.run, model=self.context.model, run_dir=str(self.run_dir or ""))
+        try:
+            await self._epochs(problems, result, epochs=epochs, batch_size=batch_size)
+        finally:
+            if self.results is not None:
+                self.results.close()
+        result.bank_sizes = await self.bank_sizes()
+        result.seconds = round(time.monotonic() - started, 3)
+        return result
+
+    async def _epochs(self, problems: list[Problem], result: TrainingResult, *, epochs: int, batch_size: int) -> None:
         for epoch in range(1, epochs + 1):
             for start in range(0, len(problems), batch_size):
                 batch = problems[start : start + batch_size]
@@ -168,9 +245,6 @@ class Driver:
                     result.usage = result.usage + outcome.usage
                     self.on_problem(outcome)
                 await self.export_banks()
-        result.bank_sizes = await self.bank_sizes()
-        result.seconds = round(time.monotonic() - started, 3)
-        return result
 
     async def _finish(self, epoch: int, problem: Problem, phase: str | BaseException) -> ProblemOutcome:
         """Apply a problem's bank update (in batch order) and export it; a failure is recorded, not raised."""
@@ -184,8 +258,9 @@ class Driver:
             )
         state = await self._learn(epoch, problem)
         outcome = outcome_of(state, epoch, "skipped" if phase == "finished" else "done")
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.results is not None:
             await asyncio.to_thread(write_problem, self.run_dir, state, epoch)
+            await asyncio.to_thread(record_results, self.results, self.context.run, state, outcome)
         outcome.bank_sizes = await self.bank_sizes()
         return outcome
 

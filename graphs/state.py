@@ -50,10 +50,12 @@ class Extraction(TypedDict):
 
 
 class InputState(TypedDict):
-    """What a caller gives: the problem (a `Problem` as JSON) and, optionally, the epoch."""
+    """What a caller gives: the problem (a `Problem` as JSON), optionally the epoch, and, for the
+    critic stage, the rollouts an earlier generators stage produced."""
 
     problem: dict[str, Any]
     epoch: NotRequired[int]
+    rollouts: NotRequired[Annotated[list[Rollout], operator.add]]
 
 
 class TrainingState(InputState):

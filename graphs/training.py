@@ -25,9 +25,11 @@ from langgraph.types import Send
 from causal_grpo.context import Context
 
 
-def send_rollouts(state: TrainingState, runtime: Runtime[Context]) -> list[Send]:
-    """One rollout branch per (generator, rollout index)."""
+def send_rollouts(state: TrainingState, runtime: Runtime[Context]) -> list[Send] | str:
+    """One rollout branch per (generator, rollout index); the critic stage starts from given rollouts."""
     ctx = context_of(runtime)
+    if ctx.stage == "critic":
+        return "groups"
     return [
         Send("rollout", RolloutInput(problem=state["problem"], generator=g, index=k))
         for g in ctx.generators
@@ -45,16 +47,19 @@ def groups(state: TrainingState) -> dict[str, Any]:
     return {}
 
 
-def send_groups(state: TrainingState, runtime: Runtime[Context]) -> list[Send]:
-    """Per generator: extraction of its group and, unless turned off, the critic's fusion of it."""
+def send_groups(state: TrainingState, runtime: Runtime[Context]) -> list[Send] | str:
+    """Per generator: extraction of its group and the critic's fusion of it, as the stage asks."""
     ctx = context_of(runtime)
     sends: list[Send] = []
     for g in ctx.generators:
         group = group_of(state["rollouts"], g)
-        sends.append(Send("extract", GroupInput(problem=state["problem"], agent=f"generator_{g}", group=group)))
-        if ctx.fuse:
+        if not group:
+            continue
+        if ctx.stage != "critic":
+            sends.append(Send("extract", GroupInput(problem=state["problem"], agent=f"generator_{g}", group=group)))
+        if ctx.fuse and ctx.stage != "generators":
             sends.append(Send("fuse", FuseInput(problem=state["problem"], generator=g, group=group)))
-    return sends
+    return sends or "extract_critic"
 
 
 def decide(state: TrainingState) -> dict[str, Any]:
@@ -92,9 +97,9 @@ def build_training_graph() -> StateGraph:
     builder.add_node(extract_critic, retry_policy=MODEL_RETRY)
     builder.add_node(decide)
     builder.add_node(learn)
-    builder.add_conditional_edges(START, send_rollouts, ["rollout"])
+    builder.add_conditional_edges(START, send_rollouts, ["rollout", "groups"])
     builder.add_edge("rollout", "groups")
-    builder.add_conditional_edges("groups", send_groups, ["extract", "fuse"])
+    builder.add_conditional_edges("groups", send_groups, ["extract", "fuse", "extract_critic"])
     builder.add_edge("extract", "extract_critic")
     builder.add_edge("fuse", "extract_critic")
     builder.add_edge("extract_critic", "decide")

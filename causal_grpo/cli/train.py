@@ -53,6 +53,9 @@ def train(
     ] = None,
     judge: Annotated[bool | None, typer.Option("--judge/--no-judge", help="LLM judge in r_logic.")] = None,
     fuse: Annotated[bool | None, typer.Option("--fuse/--no-fuse", help="Run the critic's fusion.")] = None,
+    stage: Annotated[
+        str | None, typer.Option(help="all | generators | critic (fuses the rollouts a generators run stored).")
+    ] = None,
     max_experience_tokens: Annotated[int | None, typer.Option(help="Token budget for experiences.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (the simulator's, and ours).")] = None,
     run: Annotated[str, typer.Option(help="Run name: its folder, threads and banks.")] = "default",
@@ -73,6 +76,7 @@ def train(
         "concurrency": concurrency,
         "judge": judge,
         "fuse": fuse,
+        "stage": stage,
         "max_experience_tokens": max_experience_tokens,
         "seed": seed,
         "verbose": verbose or None,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from causal_grpo.agents.critic import node as critic_node
 from causal_grpo.agents.extractor import node as extractor_node
 from causal_grpo.graphs.driver import thread_id
 from causal_grpo.graphs.training import build_training_graph
 from causal_grpo.memory.bank import ExperienceBank
 from causal_grpo.memory.learning import apply_learning
+from causal_grpo.memory.results import ResultsDB
 from causal_grpo.memory.schemas import BANKS
 
 from causal_grpo.api import atrain
@@ -44,6 +46,11 @@ async def test_a_run_fills_groups_banks_and_exports(sim_context, store, checkpoi
     critic = [json.loads(x) for x in (run_dir / "critic_results.jsonl").read_text().splitlines()]
     assert all(set(line["fused"]) == {"generator_1", "generator_2"} for line in critic)
     assert all(r["r_fusion"] is not None for line in critic for r in line["fused"].values())
+
+    db = ResultsDB(run_dir / "results.db")
+    assert len(db.rollouts(sim_context.run)) == 4 * (2 * 3 + 2)
+    assert [p.problem_id for p in db.problems(sim_context.run)] == sorted(p.id for p in problems)
+    db.close()
 
     # The simulator's rewards spread, so some group triggered extraction and the banks grew.
     banks = await all_experiences(store)
@@ -123,3 +130,39 @@ async def test_many_problems_in_flight_lose_no_update(sim_context, store, checkp
     ]
     assert added and sorted(added) == sorted(set(added))
     assert set(added) <= set(ids)
+
+
+async def test_the_critic_stage_fuses_stored_rollouts_and_resumes_after_a_crash(
+    sim_context, store, checkpointer, simulator, monkeypatch
+):
+    problems = load_problems("aime2024", 2)
+    generators = sim_context.model_copy(update={"stage": "generators"})
+    first = await atrain(problems, context=generators, store=store, checkpointer=checkpointer)
+    assert all(p.status == "done" and "critic" not in p.accuracy for p in first.problems)
+    scaffolds = scaffold_requests(simulator)
+
+    real = critic_node.judge_scaffold
+    calls = {"n": 0}
+
+    async def crash_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("injected crash in the critic stage")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(critic_node, "judge_scaffold", crash_once)
+    critic = sim_context.model_copy(update={"stage": "critic"})
+    crashed = await atrain(problems, context=critic, store=store, checkpointer=checkpointer)
+    assert "failed" in [p.status for p in crashed.problems]
+    resumed = await atrain(problems, context=critic, store=store, checkpointer=checkpointer)
+    assert all(p.status in {"done", "skipped"} for p in resumed.problems)
+    assert all("critic" in p.accuracy for p in resumed.problems)
+    # The critic stage regenerated nothing: every scaffold request came from the generators stage.
+    assert scaffold_requests(simulator) == scaffolds
+
+
+async def test_the_critic_stage_needs_a_generators_stage(sim_context, store, checkpointer):
+    critic = sim_context.model_copy(update={"stage": "critic"})
+    result = await atrain(load_problems("physics", 1), context=critic, store=store, checkpointer=checkpointer)
+    assert result.problems[0].status == "failed"
+    assert "no finished generators stage" in result.problems[0].error
