@@ -129,6 +129,11 @@ class Computation(BaseModel):
     errors: list[ComputeError] = Field(default_factory=list)
     elapsed_ms: float = 0.0
 
+    @classmethod
+    def missing(cls, reason: str) -> Computation:
+        """The computation of a scaffold the model never delivered (the reason is the model's error)."""
+        return cls(valid=False, errors=[ComputeError(kind="schema", message=reason)])
+
 
 # --- evaluating one formula ------------------------------------------------------------------------
 

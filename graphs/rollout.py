@@ -14,7 +14,7 @@ from causal_grpo.graphs.state import RolloutInput, RolloutOutput, RolloutState
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import RetryPolicy
 
-from causal_grpo.computer import Computation, ComputeError, compute
+from causal_grpo.computer import Computation, compute
 from causal_grpo.context import Context
 from causal_grpo.llm import TransientModelError
 
@@ -28,7 +28,7 @@ async def compute_scaffold(state: RolloutState) -> dict[str, Any]:
     scaffold = state.get("scaffold")
     if scaffold is None:
         reason = state.get("model_error") or "the model returned no scaffold"
-        computation = Computation(valid=False, errors=[ComputeError(kind="schema", message=reason)])
+        computation = Computation.missing(reason)
     else:
         # Bounded and CPU-only; a thread keeps the event loop free for other branches' model calls.
         computation = await asyncio.to_thread(compute, scaffold)

@@ -18,7 +18,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
 
-from causal_grpo.computer import Computation, ComputeError, compute
+from causal_grpo.computer import Computation, compute
 from causal_grpo.context import Context
 from causal_grpo.llm import client_for
 from causal_grpo.problems import Problem
@@ -69,7 +69,7 @@ async def fuse(state: FuseInput, runtime: Runtime[Context]) -> dict[str, Any]:
     scaffold = result.value.scaffold if result.value else None
     if scaffold is None:
         reason = result.error or "the critic returned no scaffold"
-        computation = Computation(valid=False, errors=[ComputeError(kind="schema", message=reason)])
+        computation = Computation.missing(reason)
         judgement = Judgement()
     else:
         computation = await asyncio.to_thread(compute, scaffold)

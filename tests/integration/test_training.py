@@ -20,6 +20,19 @@ from causal_grpo.problems import load_problems
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 
+def crash_once(real):
+    """Wrap an async function so its first call raises, as a crash mid-graph would."""
+    calls = {"n": 0}
+
+    async def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("injected crash")
+        return await real(*args, **kwargs)
+
+    return wrapped
+
+
 def scaffold_requests(simulator) -> int:
     return simulator.stats()["by_kind"].get("Scaffold", 0)
 
@@ -72,16 +85,7 @@ async def test_a_crash_resumes_without_redoing_rollouts_or_updates(
     sim_context, store, checkpointer, simulator, monkeypatch
 ):
     problems = load_problems("physics", 2)
-    real = extractor_node.extract_group
-    calls = {"n": 0}
-
-    async def crash_once(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("injected crash in extraction")
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(extractor_node, "extract_group", crash_once)
+    monkeypatch.setattr(extractor_node, "extract_group", crash_once(extractor_node.extract_group))
     first = await atrain(problems, context=sim_context, store=store, checkpointer=checkpointer, batch_size=2)
     assert "failed" in [p.status for p in first.problems]
     scaffolds_before = scaffold_requests(simulator)
@@ -141,16 +145,7 @@ async def test_the_critic_stage_fuses_stored_rollouts_and_resumes_after_a_crash(
     assert all(p.status == "done" and "critic" not in p.accuracy for p in first.problems)
     scaffolds = scaffold_requests(simulator)
 
-    real = critic_node.judge_scaffold
-    calls = {"n": 0}
-
-    async def crash_once(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("injected crash in the critic stage")
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(critic_node, "judge_scaffold", crash_once)
+    monkeypatch.setattr(critic_node, "judge_scaffold", crash_once(critic_node.judge_scaffold))
     critic = sim_context.model_copy(update={"stage": "critic"})
     crashed = await atrain(problems, context=critic, store=store, checkpointer=checkpointer)
     assert "failed" in [p.status for p in crashed.problems]
