@@ -1,0 +1,498 @@
+"""Benchmark of the training machinery against the simulator: concurrency, overhead per call, memory, prompt size.
+
+Every figure is measured in one run against the bundled simulator (a test double with a fixed latency, no
+jitter, no faults) served from a separate process, so its CPU work never holds our GIL:
+
+1. wall time over the ideal time at concurrency 64: the ideal of a batch is
+   max(critical path x latency, calls x latency / concurrency), summed over batches;
+2. our own overhead per model call, (wall - calls x latency) / calls, at concurrency 1 and batch 1,
+   with the SQLite backend (checkpoints and exports included) and with the in-memory one;
+3. peak memory: the benchmark process's maximum resident set size (`ru_maxrss`), simulator excluded;
+4. prompt tokens of the generator's scaffold call with banks of 10, 100 and 1,000 experiences.
+
+The overhead includes the simulator's own service time (HTTP and rendering an answer, about 2 ms); the
+details beside each figure separate our CPU per call, the model client's share of it, the calls in flight over
+time and the time spent applying bank updates in order, so a miss says where the time goes.
+
+Run it with `make bench` or `.venv/bin/python benchmarks/bench_training.py [--quick]`; the figures go to
+`benchmarks/results/<timestamp>.jsonl`, one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from causal_grpo.agents.extractor.schemas import ExperienceOp
+from causal_grpo.agents.generator.node import scaffold_messages
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.store.memory import InMemoryStore
+
+from causal_grpo import Context, ExperienceBank, Problem, Scaffold, TrainingResult, atrain, load_problems
+from causal_grpo.llm import client_for
+
+RESULTS = Path(__file__).resolve().parent / "results"
+START_TIMEOUT_S = 30.0
+WALL_TARGET = 1.15
+OVERHEAD_TARGET_MS = 5.0  # "a few milliseconds" (DESIGN.md, section 5)
+FLAT_TARGET = 0.10
+BANK_SIZES = (0, 10, 100, 1000)
+CLIENT_CALLS = 50
+IN_FLIGHT_SLICES = 16
+
+
+@dataclass
+class Figure:
+    """One measured figure, its target and whether it meets it (None: reported, no target)."""
+
+    name: str
+    value: float
+    unit: str
+    target: str = ""
+    passed: bool | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Simulator:
+    """The simulator served by `causal-grpo simulator serve` in a child process, on a free loopback port."""
+
+    def __init__(self, latency_ms: float, seed: int) -> None:
+        self.latency_ms = latency_ms
+        self.seed = seed
+        self.base_url = ""
+        self._log = tempfile.TemporaryFile(mode="w+")
+        self._process: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> Simulator:
+        cli = shutil.which("causal-grpo", path=str(Path(sys.executable).parent)) or "causal-grpo"
+        command = [cli, "simulator", "serve", "--port", "0", "--latency-ms", str(self.latency_ms)]
+        command += ["--seed", str(self.seed)]
+        # a file, not a pipe: uvicorn's access log would fill an unread pipe and stall the server
+        self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self.base_url:
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self._stop()
+                raise RuntimeError(f"the simulator did not start: {self._output()[-2000:]}")
+            found = re.search(r"base URL: (\S+)", self._output())
+            if found:
+                self.base_url = found.group(1)
+            time.sleep(0.05)
+        while True:
+            try:
+                httpx.get(f"{self.base_url}/models", timeout=1).raise_for_status()
+                return self
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    self._stop()
+                    raise
+                time.sleep(0.05)
+
+    def __exit__(self, *_: object) -> None:
+        self._stop()
+
+    def _output(self) -> str:
+        self._log.seek(0)
+        return self._log.read()
+
+    def _stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._log.close()
+
+    def stats(self) -> dict[str, Any]:
+        """Requests by kind, completions and peak concurrency since the last reset."""
+        return httpx.get(f"{self.base_url}/simulator/stats", timeout=5).json()
+
+    def reset(self) -> None:
+        """Zero the statistics between phases."""
+        httpx.post(f"{self.base_url}/simulator/reset", timeout=5).raise_for_status()
+
+
+class InFlightSampler:
+    """Polls the simulator's calls in flight from a thread while a phase runs (light: one GET per period)."""
+
+    def __init__(self, sim: Simulator, period_s: float = 0.05) -> None:
+        self.sim, self.period_s = sim, period_s
+        self.samples: list[int] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="bench-in-flight", daemon=True)
+
+    def __enter__(self) -> InFlightSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        with httpx.Client(timeout=5) as client:
+            while not self._done.wait(self.period_s):
+                self.samples.append(client.get(f"{self.sim.base_url}/simulator/stats").json()["in_flight"])
+
+    def profile(self, slices: int) -> list[float]:
+        """Mean calls in flight over each of `slices` equal spans of the phase: where the slots sat idle."""
+        size = max(1, len(self.samples) // slices)
+        return [round(statistics.fmean(self.samples[i : i + size]), 1) for i in range(0, len(self.samples), size)]
+
+
+def pick_problems(count: int) -> list[Problem]:
+    """`count` problems spread evenly over the full dataset (AIME 2024, AIME 2025, physics)."""
+    problems = load_problems("full")
+    step = max(1, len(problems) // count)
+    return problems[::step][:count]
+
+
+def critical_path(ctx: Context) -> int:
+    """Sequential model calls of one problem: generate -> judge -> [extract || fuse -> judge] -> extract_critic."""
+    judge = int(ctx.judge)
+    # extraction only calls the model when the group's std exceeds tau: the path is an upper bound per problem,
+    # reached in a batch as soon as one problem's extractions trigger
+    return (1 + judge) + (max(1, 1 + judge) if ctx.fuse else 1) + int(ctx.fuse)
+
+
+def batch_calls(result: TrainingResult, batch_size: int) -> list[int]:
+    """Model calls made by each batch, from the problems' usage (the driver keeps dataset order)."""
+    calls = [p.usage.calls for p in result.problems]
+    return [sum(calls[i : i + batch_size]) for i in range(0, len(calls), batch_size)]
+
+
+def ideal_seconds(calls: list[int], path: int, latency_s: float, concurrency: int) -> float:
+    """Lower bound of a run's wall time: per batch, the critical path or the calls spread over the slots."""
+    return sum(max(path * latency_s, n * latency_s / concurrency) for n in calls)
+
+
+def serial_seconds(finished: list[float], batch_size: int) -> float:
+    """Time spent applying batches' updates in order, from the first to the last problem finished of each batch.
+
+    The first problem's own update is not seen (its start is not observable), so this slightly undercounts.
+    """
+    batches = [finished[i : i + batch_size] for i in range(0, len(finished), batch_size)]
+    return sum(b[-1] - b[0] for b in batches)
+
+
+def peak_rss_mib() -> float:
+    """This process's maximum resident set size so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def in_memory() -> dict[str, Any]:
+    """Fresh in-memory backends, as `atrain` keyword arguments."""
+    return {"store": InMemoryStore(), "checkpointer": InMemorySaver()}
+
+
+@dataclass
+class Timed:
+    """A training run with its wall time and this process's CPU time (every thread)."""
+
+    result: TrainingResult
+    wall_s: float
+    cpu_s: float
+
+    def per_call_ms(self, seconds: float) -> float:
+        """Milliseconds per model call of the run."""
+        return seconds / self.result.usage.calls * 1000
+
+
+async def timed_train(
+    problems: list[Problem], ctx: Context, batch_size: int, home: Path | None, finished: list[float] | None = None
+) -> Timed:
+    """Train and time it, backends opened and closed included; in-memory backends when `home` is None.
+
+    `finished` receives the `perf_counter` time at which each problem's bank update and exports were done.
+    """
+    backends = {"home": home} if home else in_memory()
+    stamps = finished if finished is not None else []
+    wall, cpu = time.perf_counter(), time.process_time()
+
+    def stamp(_: object) -> None:
+        stamps.append(time.perf_counter())
+
+    result = await atrain(problems, context=ctx, batch_size=batch_size, on_problem=stamp, **backends)
+    return Timed(result, time.perf_counter() - wall, time.process_time() - cpu)
+
+
+def check_run(result: TrainingResult, sim: Simulator) -> dict[str, Any]:
+    """The simulator's view of the phase; every problem must have finished and every call been answered."""
+    stats = sim.stats()
+    failed = [p.id for p in result.problems if p.status != "done"]
+    if failed:
+        raise RuntimeError(f"problems did not finish: {failed}")
+    if stats["completed"] != result.usage.calls:
+        raise RuntimeError(f"the simulator answered {stats['completed']} calls, the run counted {result.usage.calls}")
+    return stats
+
+
+async def warm_up(ctx: Context) -> float:
+    """One problem through every node, so imports, pint's registry and the HTTP pools are ready; its seconds."""
+    started = time.perf_counter()
+    await atrain(pick_problems(1), context=ctx.model_copy(update={"run": f"{ctx.run}-warm-up"}), **in_memory())
+    return time.perf_counter() - started
+
+
+async def bench_concurrency(args: argparse.Namespace, home: Path) -> Figure:
+    """Wall time over the ideal time at concurrency `--concurrency`, SQLite backend."""
+    with Simulator(args.latency_ms, args.seed) as sim:
+        ctx = Context(
+            run="bench-concurrency",
+            model="simulated",
+            base_url=sim.base_url,
+            concurrency=args.concurrency,
+            seed=args.seed,
+        )
+        warm_up_s = await warm_up(ctx)
+        sim.reset()
+        finished: list[float] = []
+        with InFlightSampler(sim) as sampler:
+            timed = await timed_train(pick_problems(args.problems), ctx, args.batch_size, home, finished)
+        stats = check_run(timed.result, sim)
+    calls = batch_calls(timed.result, args.batch_size)
+    path = critical_path(ctx)
+    ideal = ideal_seconds(calls, path, args.latency_ms / 1000, args.concurrency)
+    ratio = timed.wall_s / ideal
+    return Figure(
+        name=f"wall / ideal at concurrency {args.concurrency}",
+        value=round(ratio, 3),
+        unit="x",
+        target=f"<= {WALL_TARGET}",
+        passed=ratio <= WALL_TARGET,
+        detail={
+            "wall_s": round(timed.wall_s, 3),
+            "ideal_s": round(ideal, 3),
+            "latency_ms": args.latency_ms,
+            "problems": args.problems,
+            "batch_size": args.batch_size,
+            "calls_per_batch": calls,
+            "critical_path_calls": path,
+            "max_in_flight": stats["max_in_flight"],
+            "mean_in_flight": round(statistics.fmean(sampler.samples or [0]), 1),
+            "in_flight_over_time": sampler.profile(IN_FLIGHT_SLICES),
+            "by_kind": stats["by_kind"],
+            "cpu_ms_per_call": round(timed.per_call_ms(timed.cpu_s), 2),
+            # below this latency our CPU, not the model, sets the pace of `concurrency` calls in flight
+            "cpu_bound_below_latency_ms": round(args.concurrency * timed.per_call_ms(timed.cpu_s)),
+            "calls_per_s_needed": round(args.concurrency / (args.latency_ms / 1000), 1),
+            "calls_per_s_achieved": round(timed.result.usage.calls / timed.wall_s, 1),
+            "warm_up_s": round(warm_up_s, 3),
+            # no model call runs while a batch's updates are applied one problem at a time
+            "serial_updates_s": round(serial_seconds(finished, args.batch_size), 3),
+        },
+    )
+
+
+async def bench_overhead(args: argparse.Namespace, sim: Simulator, home: Path | None) -> Figure:
+    """Our time per model call beyond the simulator's latency, one call in flight, one problem per batch."""
+    backend = "sqlite" if home else "memory"
+    ctx = Context(
+        run=f"bench-overhead-{backend}", model="simulated", base_url=sim.base_url, concurrency=1, seed=args.seed
+    )
+    sim.reset()
+    timed = await timed_train(pick_problems(args.overhead_problems), ctx, 1, home)
+    check_run(timed.result, sim)
+    calls = timed.result.usage.calls
+    overhead_ms = timed.per_call_ms(timed.wall_s - calls * args.overhead_latency_ms / 1000)
+    return Figure(
+        name=f"overhead per model call ({backend})",
+        value=round(overhead_ms, 2),
+        unit="ms",
+        target=f"<= {OVERHEAD_TARGET_MS}",
+        passed=overhead_ms <= OVERHEAD_TARGET_MS,
+        detail={
+            "wall_s": round(timed.wall_s, 3),
+            "calls": calls,
+            "latency_ms": args.overhead_latency_ms,
+            "problems": args.overhead_problems,
+            "cpu_ms_per_call": round(timed.per_call_ms(timed.cpu_s), 2),
+            "client_cpu_ms_per_call": round(await client_cpu_ms(ctx, CLIENT_CALLS), 2),
+        },
+    )
+
+
+async def client_cpu_ms(ctx: Context, calls: int) -> float:
+    """Our CPU per call of the model client alone (LangChain, OpenAI SDK, HTTP), one scaffold request at a time."""
+    messages = scaffold_messages(pick_problems(1)[0], style="", experiences="", rollout=1)
+    client = client_for(ctx, "generator")
+    cpu = time.process_time()
+    for _ in range(calls):
+        await client.structured(Scaffold, messages)
+    return (time.process_time() - cpu) / calls * 1000
+
+
+TOPICS = (
+    "projectile motion", "circular orbits", "inclined planes", "simple harmonic motion", "elastic collisions",
+    "rotational dynamics", "ideal gas processes", "heat engines", "electrostatics", "RC circuits",
+    "magnetic forces", "geometric optics", "modular arithmetic", "counting with symmetry", "probability of events",
+    "complex numbers", "logarithm equations", "triangle geometry", "polynomial roots", "sequences and series",
+)  # fmt: skip
+LESSONS = (
+    "give every intermediate quantity its own derived node",
+    "keep the unit on every given so the computer can check dimensions",
+    "write the defining relation instead of a memorised shortcut",
+    "convert angles to radians through a degree unit rather than by hand",
+    "check that the target depends on every given the problem states",
+    "split a compound formula into named steps that can be judged one by one",
+    "state conservation laws as equalities between named totals",
+    "prefer exact fractions and symbolic constants over rounded decimals",
+    "name each quantity after its physical or combinatorial meaning",
+    "reuse a derived node rather than repeating its formula elsewhere",
+)  # fmt: skip
+REASONS = (
+    "since the judge rewards traceable reasoning",
+    "because mixed units were the most common failure",
+    "which keeps the graph free of dead nodes",
+    "so that a wrong step shows up in one place",
+    "as the better rollouts in this group did",
+)  # fmt: skip
+OPENERS = ("For", "When solving problems on")
+
+
+def experiences() -> Iterator[tuple[str, str]]:
+    """Distinct, plausible one-sentence experiences without digits (so no leakage guard fires), with their topic."""
+    # the topic varies fastest, so even a small bank mixes every topic as a learned one would
+    for opener, reason, lesson, topic in itertools.product(OPENERS, REASONS, LESSONS, TOPICS):
+        yield topic, f"{opener} {topic}, {lesson}, {reason}."
+
+
+async def fill_banks(store: InMemoryStore, size: int) -> None:
+    """`size` experiences in generator_1's bank and `size` in the shared bank, through the bank's own `apply`."""
+    pool = experiences()
+    ops = [
+        ExperienceOp(op="add", content=text, scope=scope, problem_type=topic)
+        for scope in ("agent", "shared")
+        for topic, text in itertools.islice(pool, size)
+    ]
+    applied = await ExperienceBank("generator_1", store).apply(
+        ops, op_key=f"bench-fill-{size}", run="bench-fill", problem_id="none"
+    )
+    if len(applied.ids("add")) != len(ops):
+        raise RuntimeError(f"filling the banks refused {[o.reason for o in applied.rejected]}")
+
+
+async def bench_prompt_tokens(args: argparse.Namespace, sim: Simulator) -> Figure:
+    """Prompt tokens of the scaffold call (one generator, one rollout, no judge, no fusion) as banks grow."""
+    problems = pick_problems(args.prompt_problems)
+    per_size: dict[int, float] = {}
+    seconds: dict[int, float] = {}
+    for size in BANK_SIZES:
+        store = InMemoryStore()
+        await fill_banks(store, size)
+        ctx = Context(
+            run=f"bench-prompt-{size}",
+            model="simulated",
+            base_url=sim.base_url,
+            generators=[1],
+            rollouts=1,
+            judge=False,
+            fuse=False,
+            seed=args.seed,
+        )
+        sim.reset()
+        started = time.perf_counter()
+        result = await atrain(problems, context=ctx, store=store, checkpointer=InMemorySaver(), batch_size=1)
+        seconds[size] = (time.perf_counter() - started) / len(problems)
+        check_run(result, sim)
+        if result.usage.calls != len(problems):
+            raise RuntimeError(f"expected one scaffold call per problem, got {result.usage.calls}")
+        per_size[size] = result.usage.prompt_tokens / result.usage.calls
+    grown = [per_size[s] for s in BANK_SIZES if s > 0]
+    spread = max(grown) / min(grown) - 1
+    return Figure(
+        name="prompt tokens per rollout, banks 10 -> 1,000",
+        value=round(spread * 100, 1),
+        unit="% spread",
+        target=f"<= {FLAT_TARGET:.0%}",
+        passed=spread <= FLAT_TARGET,
+        detail={
+            "prompt_tokens": {str(s): round(t, 1) for s, t in per_size.items()},
+            "seconds_per_problem": {str(s): round(t, 3) for s, t in seconds.items()},
+            "latency_ms": args.overhead_latency_ms,
+            "max_experience_tokens": Context().max_experience_tokens,
+            "problems": len(problems),
+        },
+    )
+
+
+async def run_all(args: argparse.Namespace) -> list[Figure]:
+    """Every phase, in one process; peak memory is read last."""
+    figures = []
+    with tempfile.TemporaryDirectory(prefix="causal-grpo-bench-") as tmp:
+        figures.append(await bench_concurrency(args, Path(tmp)))
+        with Simulator(args.overhead_latency_ms, args.seed) as sim:
+            figures.append(await bench_overhead(args, sim, Path(tmp)))
+            figures.append(await bench_overhead(args, sim, None))
+            figures.append(await bench_prompt_tokens(args, sim))
+    figures.append(Figure(name="peak memory (ru_maxrss, this process)", value=round(peak_rss_mib(), 1), unit="MiB"))
+    return figures
+
+
+def summary(figures: list[Figure]) -> str:
+    """A readable table: figure, value, target, pass/miss, and the details that explain it."""
+    lines = [f"{'figure':<46} {'value':>12}  {'target':<10} result", "-" * 80]
+    for f in figures:
+        verdict = {True: "pass", False: "MISS", None: "-"}[f.passed]
+        lines.append(f"{f.name:<46} {f.value:>9} {f.unit:<3} {f.target or '-':<10} {verdict}")
+        for key, value in f.detail.items():
+            lines.append(f"    {key}: {json.dumps(value)}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The benchmark's knobs; the defaults are the documented full run."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="Fewer problems and a shorter latency (a smoke run).")
+    parser.add_argument("--latency-ms", type=float, default=300.0, help="Simulator latency of phase 1.")
+    parser.add_argument("--concurrency", type=int, default=64, help="Model calls in flight in phase 1.")
+    parser.add_argument("--problems", type=int, default=32, help="Problems of phase 1.")
+    parser.add_argument("--batch-size", type=int, default=16, help="Problems per batch in phase 1.")
+    parser.add_argument("--overhead-latency-ms", type=float, default=20.0, help="Simulator latency of phases 2, 4.")
+    parser.add_argument("--overhead-problems", type=int, default=4, help="Problems of each overhead run.")
+    parser.add_argument("--prompt-problems", type=int, default=6, help="Problems per bank size in phase 4.")
+    parser.add_argument("--seed", type=int, default=0, help="Simulator seed.")
+    parser.add_argument("--out", type=Path, default=None, help="JSONL file (default: benchmarks/results/<time>).")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.latency_ms, args.problems, args.batch_size = 100.0, 8, 8
+        args.overhead_latency_ms, args.overhead_problems, args.prompt_problems = 10.0, 1, 2
+    return args
+
+
+def main(argv: list[str] | None = None) -> list[Figure]:
+    """Run the benchmark, write the JSONL figures and print the summary."""
+    args = parse_args(argv)
+    started = datetime.now(UTC)
+    figures = asyncio.run(run_all(args))
+    out = args.out or RESULTS / f"{started:%Y%m%dT%H%M%SZ}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as handle:
+        for f in figures:
+            handle.write(json.dumps({"at": started.isoformat(), **asdict(f)}) + "\n")
+    print(summary(figures))
+    print(f"\nfigures written to {out}")
+    return figures
+
+
+if __name__ == "__main__":
+    main()

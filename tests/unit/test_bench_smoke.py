@@ -1,0 +1,70 @@
+"""The benchmark's own arithmetic and bank filling (benchmarks/bench_training.py), without a model."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+from causal_grpo.graphs.driver import ProblemOutcome, TrainingResult
+from causal_grpo.memory.bank import ExperienceBank, select_for
+from causal_grpo.memory.selection import count_tokens
+from langgraph.store.memory import InMemoryStore
+
+from causal_grpo.context import Context
+from causal_grpo.llm import Usage
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_training.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_training", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_training"] = module  # dataclasses resolve their annotations through sys.modules
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("bench_training", None)
+
+
+def test_critical_path_follows_the_graph(bench):
+    assert bench.critical_path(Context()) == 5  # generate, judge, fuse, judge of the fused graph, extract_critic
+    assert bench.critical_path(Context(judge=False)) == 3  # generate, extract or fuse, extract_critic
+    assert bench.critical_path(Context(fuse=False)) == 3  # generate, judge, extract
+
+
+def test_ideal_time_is_the_critical_path_or_the_calls_spread_over_the_slots(bench):
+    # 448 calls over 64 slots take 7 latencies; 40 calls are bound by a 5-call critical path
+    assert bench.ideal_seconds([448, 40], path=5, latency_s=0.3, concurrency=64) == pytest.approx(7 * 0.3 + 5 * 0.3)
+
+
+def test_calls_are_summed_per_batch_in_dataset_order(bench):
+    problems = [
+        ProblemOutcome(id=str(i), epoch=1, dataset="x", status="done", usage=Usage(calls=c))
+        for i, c in enumerate([10, 20, 30, 40, 50])
+    ]
+    assert bench.batch_calls(TrainingResult(run="r", model="m", problems=problems), 2) == [30, 70, 50]
+
+
+def test_serial_seconds_spans_each_batch(bench):
+    assert bench.serial_seconds([1.0, 1.5, 2.0, 10.0, 10.25], 3) == pytest.approx(1.0 + 0.25)
+
+
+def test_spread_problems_cover_every_dataset(bench):
+    problems = bench.pick_problems(12)
+    assert len(problems) == 12
+    assert {p.dataset for p in problems} == {"aime2024", "aime2025", "physics"}
+
+
+@pytest.mark.anyio
+async def test_banks_fill_with_distinct_experiences_and_selection_fits_the_budget(bench):
+    store = InMemoryStore()
+    await bench.fill_banks(store, 100)
+    own, shared = await ExperienceBank("generator_1", store).list(), await ExperienceBank("shared", store).list()
+    assert len(own) == len(shared) == 100
+    assert len({e.content for e in own + shared}) == 200
+    problem = bench.pick_problems(1)[0]
+    shown = await select_for("generator_1", store, problem.text, 600)
+    assert shown.own and shown.shared
+    assert count_tokens(shown.format()) <= 600
