@@ -9,7 +9,9 @@ Rules, in short (the formula language and its limits are in `causal_grpo.formula
 - Node ids are identifiers, unique, and not a function or constant name. A given's `value` is a number or
   an exact constant expression without node names (`3/4`, `sqrt(2)`, `6.674e-11`); a derived node's
   `formula` uses other nodes by id, and those references are the graph's edges.
-- Values are exact sympy numbers (`0.1` is 1/10, `1/3 + 1/6` is 1/2); `numeric` is a 15-digit float.
+- Values are exact sympy numbers (`0.1` is 1/10, `1/3 + 1/6` is 1/2); `numeric` is a 15-digit float. A value
+  whose expression outgrows EXACT_SIZE / EXACT_DEPTH (long chains of nested roots and trig) goes on as a
+  FALLBACK_DIGITS-digit float, since sympy's exact evaluation slows exponentially there.
 - A given's unit is its value's unit ('' = pure number). A derived node's unit follows from its formula:
   `+ -` (and min, max, `%`, `//`) need one dimension and convert to the left operand's unit, `* /` combine
   units, `**` needs a pure-number exponent (a rational one if the base has a unit), sin/exp/log... need
@@ -275,7 +277,7 @@ def _numeric(magnitude: sympy.Expr) -> float | None:
         raise FormulaError("math", "no finite value", str(magnitude)[:80])
     if imag != 0 and abs(imag) > 1e-12 * abs(real):
         raise FormulaError("math", "non-real value", str(magnitude)[:80])
-    if abs(log10_abs(real)) > MAX_DIGITS:
+    if real != 0 and abs(log10_abs(real)) > MAX_DIGITS:
         raise FormulaError("limit", "value too large or too small", f"beyond 10**±{MAX_DIGITS}")
     result = float(real)
     return result if math.isfinite(result) else None

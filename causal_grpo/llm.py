@@ -240,8 +240,8 @@ def simulated_endpoint(seed: int = 0) -> str:
             from causal_grpo.simulator.config import SimulatorConfig
             from causal_grpo.simulator.runner import SimulatorServer
 
-            server = SimulatorServer(SimulatorConfig(seed=seed))
-            server.start()
+            # Called from inside async nodes: start without waiting on the event loop.
+            server = SimulatorServer(SimulatorConfig(seed=seed)).start(wait=False)
             atexit.register(server.stop)
             _simulator = server
             log.info("model: simulated (a test double at %s, seed %d)", server.base_url, seed)

@@ -18,10 +18,11 @@ START_TIMEOUT_S = 10.0
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    """A bound socket, so port 0 resolves to a real port before the server starts."""
+    """A bound, listening socket: port 0 resolves to a real port, and connections queue until uvicorn serves."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    sock.listen(socket.SOMAXCONN)
     return sock
 
 
@@ -46,8 +47,12 @@ class SimulatorServer:
         self._sock: socket.socket | None = None
         self.base_url = ""
 
-    def start(self) -> SimulatorServer:
-        """Bind, start serving in a daemon thread, and wait until the server accepts connections."""
+    def start(self, *, wait: bool = True) -> SimulatorServer:
+        """Bind, start serving in a daemon thread and, with `wait`, wait until uvicorn is up.
+
+        Requests sent before then queue on the listening socket, so `wait=False` suits an event loop
+        that must not block (LangGraph dev fails a node that sleeps).
+        """
         if self._thread is not None:
             raise RuntimeError("the simulator is already running")
         self._sock = _bind(self.host, self.port)
@@ -68,6 +73,8 @@ class SimulatorServer:
             daemon=True,
         )
         self._thread.start()
+        if not wait:
+            return self
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:

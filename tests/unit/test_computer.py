@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sympy
 
+from causal_grpo import units
 from causal_grpo.computer import Computation, compute, references
 from causal_grpo.scaffold import Scaffold
 
@@ -438,3 +440,43 @@ async def test_works_in_threads_under_asyncio() -> None:
     assert all(isinstance(r, Computation) and r.valid and r.values["t"] == "2" for r in results)
     timed = await asyncio.to_thread(compute, chain(64), time_limit_s=0.005)
     assert [e.kind for e in timed.errors] == ["timeout"]
+
+
+@pytest.mark.parametrize(
+    ("unit", "expected"),
+    [
+        ("km", sympy.Integer(1000)),
+        ("kg", sympy.Integer(1000)),  # pint's root unit of mass is the gram
+        ("inch", sympy.Rational(127, 5000)),
+        ("mile/hour", sympy.Rational(1397, 3125)),
+        ("degree", sympy.pi / 180),
+        ("arcminute", sympy.pi / 10800),
+        ("turn", 2 * sympy.pi),
+        ("percent", sympy.Rational(1, 100)),
+        ("eV", sympy.Rational("1.602176634e-16")),
+        ("", sympy.Integer(1)),
+    ],
+)
+def test_exact_unit_factors(unit: str, expected: sympy.Expr) -> None:
+    assert units.factor(units.parse_unit(unit)) == expected
+
+
+@pytest.mark.parametrize("unit", ["N", "kg*m/s^2", "m/s**2", "J/(kg*K)", "ohm", "degree", "percent", "mi/h", "uF"])
+def test_unit_text_parses_back(unit: str) -> None:
+    parsed = units.parse_unit(unit)
+    assert units.registry().parse_units(units.text(parsed)) == parsed
+
+
+@pytest.mark.parametrize(
+    ("unit", "kind"), [("bogus", "unit"), ("m)", "unit"), ("2*m", "unit"), ("degC", "unit"), ("m^99", "limit")]
+)
+def test_bad_units(unit: str, kind: str) -> None:
+    result = compute(scaffold([given("t", "1", unit)]))
+    assert [(e.kind, e.node) for e in result.errors] == [(kind, "t")]
+
+
+def test_unit_powers_stay_bounded() -> None:
+    nodes = [given("x0", "1", "km")] + [derived(f"x{i}", f"x{i - 1} * x{i - 1}") for i in range(1, 6)]
+    result = compute(scaffold(nodes, "x5"))
+    assert result.units["x3"] == "km**8"
+    assert [(e.kind, e.node) for e in result.errors] == [("limit", "x4")]
