@@ -242,7 +242,8 @@ class Driver:
                 for problem, phase in zip(batch, phases, strict=True):
                     outcome = await self._finish(epoch, problem, phase)
                     result.problems.append(outcome)
-                    result.usage = result.usage + outcome.usage
+                    if outcome.status == "done":  # a skipped problem's calls were made by an earlier run
+                        result.usage = result.usage + outcome.usage
                     self.on_problem(outcome)
                 await self.export_banks()
 

@@ -109,9 +109,12 @@ def train(
         fail(console, str(exc))
     atomic_write(folder / "result.json", json.dumps(result.to_dict(), indent=1) + "\n")
     failed = sum(p.status == "failed" for p in result.problems)
+    earlier = sum(p.status == "skipped" for p in result.problems)
     console.print(
         f"done in {result.seconds:.1f}s: final accuracy {result.accuracy:.0%}, "
-        f"{result.usage.calls} model calls, {result.usage.prompt_tokens}+{result.usage.completion_tokens} tokens, "
-        f"banks {result.bank_sizes}" + (f", {failed} problem(s) failed (run again to resume)" if failed else "")
+        f"{result.usage.calls} model calls, {result.usage.prompt_tokens}+{result.usage.completion_tokens} tokens"
+        + (f" ({earlier} problem(s) finished earlier, not rerun)" if earlier else "")
+        + f", banks {result.bank_sizes}"
+        + (f", {failed} problem(s) failed (run again to resume)" if failed else "")
     )
     console.print(f"exports in {folder}")

@@ -78,6 +78,7 @@ async def test_a_finished_run_costs_no_model_call(sim_context, store, checkpoint
     before = simulator.stats()["requests"]
     again = await atrain(problems, context=sim_context, store=store, checkpointer=checkpointer)
     assert [p.status for p in again.problems] == ["skipped", "skipped"]
+    assert again.usage.calls == 0
     assert simulator.stats()["requests"] == before
 
 
