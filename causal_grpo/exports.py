@@ -81,10 +81,14 @@ def problem_lines(state: dict[str, Any], epoch: int) -> dict[str, dict[str, Any]
     return out
 
 
-def write_problem(run_dir: Path, state: dict[str, Any], epoch: int) -> None:
-    """Upsert one finished problem into every export file it belongs to."""
-    for name, line in problem_lines(state, epoch).items():
-        upsert_lines(run_dir / name, [line])
+def write_problems(run_dir: Path, states: list[dict[str, Any]], epoch: int) -> None:
+    """Upsert finished problems into every export file they belong to, each file rewritten once."""
+    per_file: dict[str, list[dict[str, Any]]] = {}
+    for state in states:
+        for name, line in problem_lines(state, epoch).items():
+            per_file.setdefault(name, []).append(line)
+    for name, lines in per_file.items():
+        upsert_lines(run_dir / name, lines)
 
 
 def write_bank(run_dir: Path, bank: str, records: list[dict[str, Any]]) -> None:

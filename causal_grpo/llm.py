@@ -33,12 +33,16 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from causal_grpo.context import AgentEndpoint, Context
 from causal_grpo.errors import CausalGrpoError
+from causal_grpo.limiter import PriorityLimiter
 
 log = logging.getLogger("causal_grpo.llm")
 
 T = TypeVar("T", bound=BaseModel)
 
 AGENTS = frozenset({"generator", "judge", "extractor", "critic"})
+# Calls that finish a problem's work (judging, fusing, extracting) go before new rollouts, so a
+# batch's problems complete together instead of leaving a tail of lone chains at the end.
+PRIORITY = {"judge": 0, "critic": 0, "extractor": 0, "generator": 1}
 SIMULATED = "simulated"
 Mode = Literal["json_schema", "tool", "text"]
 MODES: tuple[Mode, ...] = ("json_schema", "tool", "text")
@@ -150,7 +154,7 @@ class _Rejected(Exception):
 # Process-wide memory of the structured mode each (base_url, model) supports.
 _detected_modes: dict[tuple[str | None, str], Mode] = {}
 # Per event loop: one semaphore per (run, concurrency) and one detection lock per endpoint.
-_semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], asyncio.Semaphore]] = (
+_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], PriorityLimiter]] = (
     weakref.WeakKeyDictionary()
 )
 _detect_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str | None, str], asyncio.Lock]] = (
@@ -341,11 +345,11 @@ class ModelClient:
             self._chats[loop] = chat
         return chat
 
-    def _semaphore(self) -> asyncio.Semaphore:
-        per_loop = _semaphores.setdefault(asyncio.get_running_loop(), {})
+    def _limiter(self) -> PriorityLimiter:
+        per_loop = _limiters.setdefault(asyncio.get_running_loop(), {})
         key = (self._settings.run, self._settings.concurrency)
         if key not in per_loop:
-            per_loop[key] = asyncio.Semaphore(self._settings.concurrency)
+            per_loop[key] = PriorityLimiter(self._settings.concurrency)
         return per_loop[key]
 
     def _detect_lock(self) -> asyncio.Lock:
@@ -442,7 +446,7 @@ class ModelClient:
         if self._settings.verbose:
             log.info("%s %s request:\n%s", self._settings.agent, mode, self._render(messages))
         failure: Exception | None = None
-        async with self._semaphore():
+        async with self._limiter().slot(PRIORITY[self._settings.agent]):
             try:
                 message = await self._chat().ainvoke(messages, **kwargs)
             except openai.LengthFinishReasonError as exc:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from causal_grpo.context import Context
 from causal_grpo.errors import CausalGrpoError
-from causal_grpo.exports import write_bank, write_problem
+from causal_grpo.exports import write_bank, write_problems
 from causal_grpo.llm import ModelAccessError, Usage
 from causal_grpo.problems import Problem
 
@@ -239,31 +239,40 @@ class Driver:
             for start in range(0, len(problems), batch_size):
                 batch = problems[start : start + batch_size]
                 phases = await asyncio.gather(*(self._until_learn(epoch, p) for p in batch), return_exceptions=True)
-                for problem, phase in zip(batch, phases, strict=True):
-                    outcome = await self._finish(epoch, problem, phase)
+                finished = [await self._finish(epoch, p, phase) for p, phase in zip(batch, phases, strict=True)]
+                await self._record(epoch, [(o, s) for o, s in finished if s is not None])
+                sizes = await self.bank_sizes()
+                for outcome, _ in finished:
+                    outcome.bank_sizes = sizes
                     result.problems.append(outcome)
                     if outcome.status == "done":  # a skipped problem's calls were made by an earlier run
                         result.usage = result.usage + outcome.usage
                     self.on_problem(outcome)
                 await self.export_banks()
 
-    async def _finish(self, epoch: int, problem: Problem, phase: str | BaseException) -> ProblemOutcome:
-        """Apply a problem's bank update (in batch order) and export it; a failure is recorded, not raised."""
+    async def _finish(
+        self, epoch: int, problem: Problem, phase: str | BaseException
+    ) -> tuple[ProblemOutcome, dict[str, Any] | None]:
+        """Apply a problem's bank update (in batch order); a failure is recorded, not raised."""
         if isinstance(phase, ModelAccessError) or (
             isinstance(phase, BaseException) and not isinstance(phase, Exception)
         ):
             raise phase
         if isinstance(phase, Exception):
-            return ProblemOutcome(
+            failed = ProblemOutcome(
                 id=problem.id, epoch=epoch, dataset=problem.dataset, status="failed", error=_one_line(phase)
             )
+            return failed, None
         state = await self._learn(epoch, problem)
-        outcome = outcome_of(state, epoch, "skipped" if phase == "finished" else "done")
-        if self.run_dir is not None and self.results is not None:
-            await asyncio.to_thread(write_problem, self.run_dir, state, epoch)
+        return outcome_of(state, epoch, "skipped" if phase == "finished" else "done"), state
+
+    async def _record(self, epoch: int, finished: list[tuple[ProblemOutcome, dict[str, Any]]]) -> None:
+        """Exports and result rows of a batch's finished problems, in one pass per file."""
+        if self.run_dir is None or self.results is None or not finished:
+            return
+        await asyncio.to_thread(write_problems, self.run_dir, [s for _, s in finished], epoch)
+        for outcome, state in finished:
             await asyncio.to_thread(record_results, self.results, self.context.run, state, outcome)
-        outcome.bank_sizes = await self.bank_sizes()
-        return outcome
 
 
 def _one_line(error: BaseException) -> str:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
@@ -170,6 +170,14 @@ class ExperienceBank:
     async def size(self) -> int:
         """Number of live (not deleted) experiences."""
         return len(await self.list())
+
+    def locked(self) -> AbstractAsyncContextManager[None]:
+        """Hold this bank's write lock (the one `apply`, `record_usage` and `rollback` take) around other writes."""
+        return _bank_locks(self.store, [self.agent])
+
+    async def next_number(self) -> int:
+        """The number the bank's next new id gets from its sequence."""
+        return await self._next_number(self.agent)
 
     async def select(self, problem_text: str, problem_type: str | None, budget_tokens: int) -> list[Experience]:
         """The most relevant live experiences whose prompt block fits `budget_tokens` (see `selection`)."""

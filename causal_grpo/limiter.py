@@ -1,0 +1,64 @@
+"""The run's bound on model calls in flight, handing free slots to the most urgent caller first.
+
+A plain semaphore serves callers in arrival order. When a batch starts, every problem's rollouts
+ask at once, so the judge, critic and extractor calls that finish a problem would wait behind a
+queue of new rollouts, and the batch's last problems would run their chains alone at the end. Here
+a waiter with a lower priority number is served first (first come, first served among equals).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+
+class PriorityLimiter:
+    """At most `slots` holders at once; freed slots go to the lowest priority number waiting."""
+
+    def __init__(self, slots: int) -> None:
+        if slots < 1:
+            raise ValueError("a limiter needs at least one slot")
+        self.slots = slots
+        self._free = slots
+        self._order = itertools.count()
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+
+    @property
+    def in_use(self) -> int:
+        """Slots held right now."""
+        return self.slots - self._free
+
+    async def acquire(self, priority: int = 0) -> None:
+        """Wait for a slot."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._order), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # granted just as we were cancelled: pass the slot on
+            raise
+
+    def release(self) -> None:
+        """Give a slot back, to the most urgent live waiter if there is one."""
+        while self._waiters:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)
+                return
+        self._free += 1
+
+    @asynccontextmanager
+    async def slot(self, priority: int = 0) -> AsyncIterator[None]:
+        """Hold a slot for the duration of a block."""
+        await self.acquire(priority)
+        try:
+            yield
+        finally:
+            self.release()
