@@ -65,9 +65,14 @@ def sqlite_path(target: str | Path) -> Path:
 
 async def _connect(path: Path, isolation_level: str | None) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(path, timeout=BUSY_TIMEOUT, isolation_level=isolation_level)
-    # the mode is a property of the file; the cursor is closed at once so no statement holds a lock
-    async with conn.execute("PRAGMA journal_mode=WAL") as cursor:
-        await cursor.fetchall()
+    try:
+        # the mode is a property of the file; the cursor is closed at once so no statement holds a lock
+        async with conn.execute("PRAGMA journal_mode=WAL") as cursor:
+            await cursor.fetchall()
+    except BaseException:
+        # aiosqlite's worker thread is not a daemon: an unclosed connection would keep the process alive
+        await conn.close()
+        raise
     return conn
 
 

@@ -1,4 +1,4 @@
-"""The results database of a run: one row per rollout and per problem, in SQLite through sqlite-utils.
+"""The results database of a run: one row per rollout, per problem and per evaluated dataset, in SQLite (sqlite-utils).
 
 Rows are upserted on their primary keys, so writing a resumed problem again replaces its rows instead of
 adding to them. sqlite-utils is synchronous; each write is one small transaction, and a lock makes the
@@ -59,6 +59,35 @@ class ProblemRecord(BaseModel):
     seconds: float = 0.0
 
 
+class EvalRecord(BaseModel):
+    """One dataset of one `eval`: each arm's Mean@k and Pass@k with 95% intervals, and their paired comparison."""
+
+    run: str
+    eval_id: str
+    dataset: str
+    model: str = ""
+    samples: int = 1
+    problems: int = 0
+    experiences: str = "none"
+    baseline: str | None = None
+    mean_at_k: float = 0.0
+    mean_at_k_low: float = 0.0
+    mean_at_k_high: float = 0.0
+    pass_at_k: float = 0.0
+    pass_at_k_low: float = 0.0
+    pass_at_k_high: float = 0.0
+    baseline_mean_at_k: float | None = None
+    baseline_pass_at_k: float | None = None
+    difference: float | None = Field(default=None, description="Mean@k of experiences minus baseline.")
+    difference_low: float | None = None
+    difference_high: float | None = None
+    p_value: float | None = None
+    mcnemar_p: float | None = Field(default=None, description="Exact McNemar test of Pass@k.")
+    significant: bool | None = None
+    verdict: str | None = None
+    created_at: str = Field(default_factory=utcnow)
+
+
 @dataclass(frozen=True)
 class _Table:
     name: str
@@ -74,6 +103,7 @@ ROLLOUTS = _Table(
     ("experiences_seen", "errors", "scaffold"),
 )
 PROBLEMS = _Table("problems", ProblemRecord, ("run", "epoch", "problem_id"), ("group_accuracy",))
+EVALUATIONS = _Table("evaluations", EvalRecord, ("run", "eval_id", "dataset"), ())
 
 
 def results_path(home: str | Path, run: str) -> Path:
@@ -97,7 +127,7 @@ class ResultsDB:
         self._lock = threading.Lock()
         self.db = Database(sqlite3.connect(self.path, check_same_thread=False, timeout=30))
         self.db.enable_wal()
-        for table in (ROLLOUTS, PROBLEMS):
+        for table in (ROLLOUTS, PROBLEMS, EVALUATIONS):
             columns = {field: _column_type(info.annotation) for field, info in table.model.model_fields.items()}
             self.db.table(table.name).create(columns, pk=table.pk, not_null=set(table.pk), if_not_exists=True)
 
@@ -124,6 +154,10 @@ class ResultsDB:
         """Insert or replace one problem's row."""
         self._upsert(PROBLEMS, [record])
 
+    def record_evaluations(self, records: Iterable[EvalRecord]) -> int:
+        """Insert or replace evaluation rows; returns how many were written."""
+        return self._upsert(EVALUATIONS, records)
+
     def rollouts(self, run: str) -> list[RolloutRecord]:
         """Every rollout of a run, ordered by epoch, problem, agent and rollout index."""
         return self._read(ROLLOUTS, run)
@@ -131,6 +165,10 @@ class ResultsDB:
     def problems(self, run: str) -> list[ProblemRecord]:
         """Every problem row of a run, ordered by epoch and problem id."""
         return self._read(PROBLEMS, run)
+
+    def evaluations(self, run: str) -> list[EvalRecord]:
+        """Every evaluation row of a run, ordered by eval id and dataset."""
+        return self._read(EVALUATIONS, run)
 
     def close(self) -> None:
         """Close the connection."""

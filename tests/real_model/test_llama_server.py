@@ -20,6 +20,7 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from causal_grpo.context import Context
+from causal_grpo.llm import client_for
 from causal_grpo.local_model import (
     MODEL_ALIAS,
     LlamaServer,
@@ -28,7 +29,6 @@ from causal_grpo.local_model import (
     ensure_llama_server,
     find_llama_server,
 )
-from causal_grpo.llm import client_for
 from causal_grpo.scaffold import Scaffold
 
 pytestmark = pytest.mark.real_model
