@@ -10,6 +10,7 @@ the problem's 1-based position. A user's problem is physics when it says `"domai
 from __future__ import annotations
 
 import codecs
+import hashlib
 import json
 from collections.abc import Iterator
 from functools import cache
@@ -37,6 +38,11 @@ class Problem(BaseModel):
     dataset: str
     domain: Literal["math", "physics"]
     topic: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """What the problem is about in words ('physics mechanics: vectors'), for matching experiences' types."""
+        return f"{self.domain} {self.topic or ''}".strip()
 
 
 class DatasetFile(BaseModel):
@@ -130,6 +136,26 @@ def load_problems(
         raise DatasetError(f"start_problem {start_problem} is past the end of {dataset} ({len(problems)} problems)")
     selected = problems[start_problem - 1 :]
     return selected if max_problems is None else selected[:max_problems]
+
+
+def split_problems(problems: list[Problem], test_fraction: float, seed: int) -> tuple[list[Problem], list[Problem]]:
+    """Split problems into (train, test) by a seeded hash of each id, each part in the input's order.
+
+    The problems are ranked by sha256 of `<seed>:<id>` and the first round(n * test_fraction) form the
+    test part, so a split depends on the seed and the ids only, never on the input order or on Python's
+    hash seed: `train` and `eval` given the same seed and fraction agree on it.
+
+    Raises:
+        DatasetError: The fraction is not strictly between 0 and 1, or a part would be empty.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise DatasetError(f"test fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+    size = round(len(problems) * test_fraction)
+    if not 0 < size < len(problems):
+        raise DatasetError(f"a test fraction of {test_fraction} leaves an empty part of {len(problems)} problem(s)")
+    ranked = sorted(problems, key=lambda p: hashlib.sha256(f"{seed}:{p.id}".encode()).hexdigest())
+    test_ids = {p.id for p in ranked[:size]}
+    return [p for p in problems if p.id not in test_ids], [p for p in problems if p.id in test_ids]
 
 
 def _load_all(dataset: str | Path) -> list[Problem]:

@@ -54,7 +54,9 @@ async def fuse(state: FuseInput, runtime: Runtime[Context]) -> dict[str, Any]:
     group = state["group"]
     shown = Selection(shared=[], own=[])
     if runtime.store is not None:
-        shown = await select_for("critic", runtime.store, problem.text, ctx.max_experience_tokens)
+        shown = await select_for(
+            "critic", runtime.store, problem.text, ctx.max_experience_tokens, problem_type=problem.kind
+        )
     system = prompts.SYSTEM.format(experiences=experiences_block(shown.format()))
     user = prompts.USER.format(
         domain=problem.domain,

@@ -66,7 +66,11 @@ async def extract_group(
     )
     if not extraction["triggered"]:
         return extraction
-    current = await select_for(agent, store, problem.text, ctx.max_experience_tokens) if store is not None else None
+    current = (
+        await select_for(agent, store, problem.text, ctx.max_experience_tokens, problem_type=problem.kind)
+        if store is not None
+        else None
+    )
     problem_type = next((r["scaffold"]["problem_type"] for r in group if r["scaffold"]), "general")
     user = prompts.USER.format(
         agent=agent,

@@ -50,7 +50,9 @@ async def generate(state: RolloutState, runtime: Runtime[Context]) -> dict[str, 
     agent = f"generator_{generator}"
     shown = Selection(shared=[], own=[])
     if runtime.store is not None:
-        shown = await select_for(agent, runtime.store, problem.text, ctx.max_experience_tokens)
+        shown = await select_for(
+            agent, runtime.store, problem.text, ctx.max_experience_tokens, problem_type=problem.kind
+        )
     messages = scaffold_messages(
         problem,
         style=ctx.profiles[generator].style,
