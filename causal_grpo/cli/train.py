@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.logging import RichHandler
 
 from causal_grpo.api import atrain, run_dir
 from causal_grpo.cli.common import HOME_OPTION, fail
@@ -65,6 +67,9 @@ def train(
 ) -> None:
     """Train: generators -> compute -> evaluate -> extract -> fuse, one checkpointed thread per problem."""
     console = Console()
+    if verbose:
+        # Prompts and responses go through the `causal_grpo.llm` logger; the key never does.
+        logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console)])
     flags = {
         "run": run,
         "model": model,
