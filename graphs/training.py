@@ -90,7 +90,7 @@ async def learn(state: TrainingState, runtime: Runtime[Context]) -> dict[str, An
 def build_training_graph() -> StateGraph:
     """The uncompiled per-problem training graph; compile it with your own store and checkpointer."""
     builder = StateGraph(TrainingState, input_schema=InputState, output_schema=OutputState, context_schema=Context)
-    builder.add_node("rollout", build_rollout_graph().compile())
+    builder.add_node("rollout", build_rollout_graph().compile(checkpointer=False))
     builder.add_node(groups)
     builder.add_node(extract, input_schema=GroupInput, retry_policy=MODEL_RETRY)
     builder.add_node(fuse, input_schema=FuseInput, retry_policy=MODEL_RETRY)
