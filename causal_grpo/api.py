@@ -11,7 +11,7 @@ from langgraph.store.base import BaseStore
 
 from causal_grpo.context import Context
 from causal_grpo.graphs.driver import Driver, ProblemOutcome, TrainingResult
-from causal_grpo.memory.backends import open_backends
+from causal_grpo.memory.backends import open_backends, pool_size_for
 from causal_grpo.problems import Problem, load_problems
 
 STATE_FILE = "state.sqlite"
@@ -29,6 +29,7 @@ async def atrain(
     store: BaseStore | None = None,
     checkpointer: BaseCheckpointSaver | None = None,
     home: Path | None = None,
+    db: str | None = None,
     max_problems: int | None = None,
     start_problem: int = 1,
     epochs: int = 1,
@@ -44,10 +45,12 @@ async def atrain(
     if store is not None and checkpointer is not None:
         driver = Driver(ctx, store=store, checkpointer=checkpointer, run_dir=folder, on_problem=on_problem)
         return await driver.run(problems, epochs=epochs, batch_size=batch_size)
-    if folder is None:
-        raise ValueError("give either both a store and a checkpointer, or a home folder for the run's database")
-    folder.mkdir(parents=True, exist_ok=True)
-    async with open_backends(folder / STATE_FILE) as backends:
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    target = db or (folder / STATE_FILE if folder is not None else None)
+    if target is None:
+        raise ValueError("give both a store and a checkpointer, a database URL, or a home folder for the run")
+    async with open_backends(target, pool_size=pool_size_for(ctx.concurrency)) as backends:
         driver = Driver(
             ctx,
             store=store or backends.store,
@@ -63,7 +66,8 @@ def train(dataset: str | Path | list[Problem] = "full", **kwargs: object) -> Tra
 
     Args:
         dataset: A shipped dataset name, a path to a JSONL/JSON file, or a list of problems.
-        **kwargs: As `atrain`: context, store, checkpointer, home, max_problems, start_problem,
-            epochs, batch_size, on_problem.
+        **kwargs: As `atrain`: context, store, checkpointer, home, db (a `postgresql://` URL or SQLite
+            path for the checkpoints and banks; default `<home>/runs/<run>/state.sqlite`), max_problems,
+            start_problem, epochs, batch_size, on_problem.
     """
     return asyncio.run(atrain(dataset, **kwargs))  # type: ignore[arg-type]

@@ -3,7 +3,9 @@
 A plain semaphore serves callers in arrival order. When a batch starts, every problem's rollouts
 ask at once, so the judge, critic and extractor calls that finish a problem would wait behind a
 queue of new rollouts, and the batch's last problems would run their chains alone at the end. Here
-a waiter with a lower priority number is served first (first come, first served among equals).
+a waiter with a lower priority is served first (first come, first served among equals). Priorities
+are tuples: the kind of call first, then the problem's place in its batch (`problem_rank`, set by
+the driver for each problem's task), so earlier problems finish while later ones still generate.
 """
 
 from __future__ import annotations
@@ -13,6 +15,12 @@ import heapq
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+
+Priority = tuple[int, ...]
+
+# The place of the current problem in its batch; tasks LangGraph starts for it inherit the value.
+problem_rank: ContextVar[int] = ContextVar("problem_rank", default=0)
 
 
 class PriorityLimiter:
@@ -24,14 +32,14 @@ class PriorityLimiter:
         self.slots = slots
         self._free = slots
         self._order = itertools.count()
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[Priority, int, asyncio.Future[None]]] = []
 
     @property
     def in_use(self) -> int:
         """Slots held right now."""
         return self.slots - self._free
 
-    async def acquire(self, priority: int = 0) -> None:
+    async def acquire(self, priority: Priority = (0,)) -> None:
         """Wait for a slot."""
         if self._free > 0 and not self._waiters:
             self._free -= 1
@@ -55,7 +63,7 @@ class PriorityLimiter:
         self._free += 1
 
     @asynccontextmanager
-    async def slot(self, priority: int = 0) -> AsyncIterator[None]:
+    async def slot(self, priority: Priority = (0,)) -> AsyncIterator[None]:
         """Hold a slot for the duration of a block."""
         await self.acquire(priority)
         try:

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from causal_grpo.context import AgentEndpoint, Context
 from causal_grpo.errors import CausalGrpoError
-from causal_grpo.limiter import PriorityLimiter
+from causal_grpo.limiter import PriorityLimiter, problem_rank
 
 log = logging.getLogger("causal_grpo.llm")
 
@@ -449,7 +449,7 @@ class ModelClient:
         if self._settings.verbose:
             log.info("%s %s request:\n%s", self._settings.agent, mode, self._render(messages))
         failure: Exception | None = None
-        async with self._limiter().slot(PRIORITY[self._settings.agent]):
+        async with self._limiter().slot((PRIORITY[self._settings.agent], problem_rank.get())):
             try:
                 message = await self._chat().ainvoke(messages, **kwargs)
             except openai.APIError as exc:

@@ -158,6 +158,16 @@ def split_problems(problems: list[Problem], test_fraction: float, seed: int) -> 
     return [p for p in problems if p.id not in test_ids], [p for p in problems if p.id in test_ids]
 
 
+def select_split(
+    problems: list[Problem], part: Literal["train", "test"] | None, test_fraction: float, seed: int
+) -> list[Problem]:
+    """One part of `split_problems`, or every problem when `part` is None (the `--split` flag)."""
+    if part is None:
+        return problems
+    train, test = split_problems(problems, test_fraction, seed)
+    return test if part == "test" else train
+
+
 def _load_all(dataset: str | Path) -> list[Problem]:
     config = dataset_config()
     name = str(dataset)

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from causal_grpo.context import Context
 from causal_grpo.errors import CausalGrpoError
 from causal_grpo.exports import write_bank, write_problems
+from causal_grpo.limiter import problem_rank
 from causal_grpo.llm import ModelAccessError, Usage
 from causal_grpo.problems import Problem
 
@@ -189,8 +190,9 @@ class Driver:
             payload["rollouts"] = stored.values["rollouts"]
         return payload
 
-    async def _until_learn(self, epoch: int, problem: Problem) -> str:
+    async def _until_learn(self, epoch: int, problem: Problem, rank: int = 0) -> str:
         """Run a problem up to its bank update; 'finished' if it was done before."""
+        problem_rank.set(rank)  # this task's model calls queue behind the batch's earlier problems
         config = self._config(epoch, problem)
         snapshot = await self.graph.aget_state(config)
         if snapshot.values and not snapshot.next:
@@ -238,7 +240,9 @@ class Driver:
         for epoch in range(1, epochs + 1):
             for start in range(0, len(problems), batch_size):
                 batch = problems[start : start + batch_size]
-                phases = await asyncio.gather(*(self._until_learn(epoch, p) for p in batch), return_exceptions=True)
+                phases = await asyncio.gather(
+                    *(self._until_learn(epoch, p, rank) for rank, p in enumerate(batch)), return_exceptions=True
+                )
                 finished = [await self._finish(epoch, p, phase) for p, phase in zip(batch, phases, strict=True)]
                 await self._record(epoch, [(o, s) for o, s in finished if s is not None])
                 sizes = await self.bank_sizes()

@@ -122,7 +122,7 @@ def list_experiences(
             typer.echo(json.dumps(out, ensure_ascii=False, indent=1))
             return
         for b, experiences in found.items():
-            console.print(_table(b, experiences))
+            console.print(_table(b, experiences) if experiences else f"{b}: empty")
 
     _run(work)
 
@@ -329,7 +329,7 @@ def history(
             raise ManageError(f"no experience {experience_id} in run {run}")
         table = Table(title=f"{experience_id}{' (deleted)' if found.deleted else ''}", title_justify="left")
         for column in ("#", "op", "op_key", "old -> new", "at"):
-            table.add_column(column, no_wrap=column != "old -> new")
+            table.add_column(column, no_wrap=column in ("#", "op"), min_width=len(column))
         for index, edit in enumerate(found.history):
             change = (edit.new or "") if edit.old in (None, edit.new) else f"{edit.old} -> {edit.new}"
             table.add_row(str(index), edit.op, Text(edit.key), Text(change), edit.at)

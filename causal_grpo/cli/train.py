@@ -62,6 +62,13 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Seed (the simulator's, and ours).")] = None,
     run: Annotated[str, typer.Option(help="Run name: its folder, threads and banks.")] = "default",
     home: HOME_OPTION = Path("~/.causal-grpo"),
+    db: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CAUSAL_GRPO_DB",
+            help="Checkpoints and banks: a postgresql:// URL or a SQLite file (default: the run's state.sqlite).",
+        ),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="Optional config file (JSON or TOML).")] = None,
     verbose: Annotated[bool, typer.Option(help="Log prompts and responses.")] = False,
 ) -> None:
@@ -105,6 +112,7 @@ def train(
                     problems,
                     context=ctx,
                     home=home,
+                    db=db,
                     epochs=epochs,
                     batch_size=batch_size,
                     on_problem=reporter,

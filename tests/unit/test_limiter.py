@@ -20,11 +20,13 @@ async def test_urgent_waiters_are_served_first_and_equals_in_order():
         async with limiter.slot(priority):
             served.append(name)
 
-    tasks = [asyncio.create_task(wait(n, p)) for n, p in [("g1", 1), ("g2", 1), ("judge", 0), ("g3", 1), ("fuse", 0)]]
+    order = [("g1", (1, 0)), ("g2", (1, 1)), ("judge", (0, 1)), ("g3", (1, 0)), ("fuse", (0, 0))]
+    tasks = [asyncio.create_task(wait(n, p)) for n, p in order]
     await asyncio.sleep(0)
     limiter.release()
     await asyncio.gather(*tasks)
-    assert served == ["judge", "fuse", "g1", "g2", "g3"]
+    # Finishing calls first, then by problem rank, then in arrival order.
+    assert served == ["fuse", "judge", "g1", "g3", "g2"]
     assert limiter.in_use == 0
 
 
@@ -34,7 +36,7 @@ async def test_the_bound_holds_under_load():
 
     async def work(i: int) -> None:
         nonlocal peak
-        async with limiter.slot(i % 2):
+        async with limiter.slot((i % 2,)):
             peak = max(peak, limiter.in_use)
             await asyncio.sleep(0.001)
 
@@ -45,7 +47,7 @@ async def test_the_bound_holds_under_load():
 async def test_a_cancelled_waiter_never_leaks_a_slot():
     limiter = PriorityLimiter(1)
     await limiter.acquire()
-    waiter = asyncio.create_task(limiter.acquire(0))
+    waiter = asyncio.create_task(limiter.acquire((0,)))
     await asyncio.sleep(0)
     limiter.release()  # grants the slot to the waiter...
     waiter.cancel()  # ...which is cancelled before it runs: the slot must come back

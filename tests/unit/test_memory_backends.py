@@ -6,7 +6,14 @@ import sqlite3
 from typing import TypedDict
 
 import pytest
-from causal_grpo.memory.backends import UnsupportedBackend, open_backends, sqlite_path
+from causal_grpo.memory.backends import (
+    BackendUnavailable,
+    UnsupportedBackend,
+    open_backends,
+    pool_size_for,
+    redact,
+    sqlite_path,
+)
 from langgraph.graph import END, START, StateGraph
 from langgraph.store.memory import InMemoryStore
 
@@ -60,11 +67,25 @@ async def test_two_runs_can_open_one_file_at_once(tmp_path):
         assert (await second.store.aget(("causal_grpo", "test"), "a")).value == {"v": 1}
 
 
-@pytest.mark.parametrize("target", ["postgresql://u@h/db", "postgres://h/db", "mysql://h/db"])
+@pytest.mark.parametrize("target", ["mysql://u:secret@h/db", "redis://h"])
 async def test_unsupported_targets_fail_clearly(target):
-    with pytest.raises(UnsupportedBackend, match="sqlite:///path"):
+    with pytest.raises(UnsupportedBackend, match="sqlite:///path") as raised:
         async with open_backends(target):
             pass
+    assert "secret" not in str(raised.value)
+
+
+async def test_an_unreachable_postgres_server_fails_at_once_without_the_password():
+    with pytest.raises(BackendUnavailable, match=r"postgresql://127\.0\.0\.1:1/db") as raised:
+        async with open_backends("postgresql://u:secret@127.0.0.1:1/db"):
+            pass
+    assert "secret" not in str(raised.value)
+
+
+def test_redact_and_pool_size():
+    assert redact("postgres://u:pw@db.example:6543/runs?sslmode=require") == "postgres://db.example:6543/runs"
+    assert redact("runs/x.db") == "runs/x.db"
+    assert [pool_size_for(c) for c in (1, 3, 8, 64)] == [2, 3, 4, 4]
 
 
 def test_sqlite_path():

@@ -1,0 +1,166 @@
+"""The PostgreSQL backend: a simulated run through it, parity with SQLite, and the banks' journal on it.
+
+The server comes from `CAUSAL_GRPO_TEST_DB` (default: the local one with trust auth); the module creates
+a database of its own and drops it afterwards. With no server reachable the tests skip, unless
+`CAUSAL_GRPO_REQUIRE_POSTGRES=1` (CI) turns that into a failure.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from causal_grpo.memory.backends import open_backends
+from causal_grpo.memory.bank import ExperienceBank
+from causal_grpo.memory.schemas import BANKS
+from langgraph.store.base import BaseStore
+
+from causal_grpo.api import atrain, run_dir
+from causal_grpo.context import Context
+from causal_grpo.problems import load_problems
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+
+SERVER = os.environ.get("CAUSAL_GRPO_TEST_DB", "postgresql://postgres@127.0.0.1:5432/test")
+# The only fields that legitimately differ between two runs of the same work: an experience's wall-clock
+# stamps (`created_at`, `updated_at`) and a rollout's wall time (`seconds`). Everything else (scaffolds,
+# answers, rewards and their details, token usage, extractions, experience ids, contents and counters)
+# must match exactly.
+CLOCK_FIELDS = {"created_at", "updated_at", "seconds"}
+
+
+def _bank_tests() -> dict[str, Any]:
+    """A few of the bank's unit tests, to run again here against the PostgreSQL store."""
+    path = Path(__file__).parents[1] / "unit" / "test_memory_bank.py"
+    spec = importlib.util.spec_from_file_location("bank_tests_on_postgres", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    names = [
+        "test_add_modify_delete_keep",
+        "test_same_op_key_applies_once",
+        "test_crash_between_journal_and_writes_completes_exactly_once",
+        "test_replaying_a_half_written_journal_writes_each_edit_once",
+        "test_recover_completes_pending_journals",
+        "test_concurrent_applies_allocate_distinct_ids",
+        "test_concurrent_applies_of_two_agents_sharing_the_shared_bank",
+        "test_usage_counters_are_idempotent_per_op_key",
+    ]
+    return {name: getattr(module, name) for name in names}
+
+
+# collected here with this module's `store` fixture, i.e. on PostgreSQL
+globals().update(_bank_tests())
+
+
+@pytest.fixture(scope="module")
+def server_db() -> Iterator[str]:
+    """A fresh database on the test server for this module, dropped afterwards."""
+    try:
+        admin = psycopg.connect(SERVER, autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
+        reason = f"no PostgreSQL server at CAUSAL_GRPO_TEST_DB ({urlsplit(SERVER).hostname}): {exc}".splitlines()[0]
+        if os.environ.get("CAUSAL_GRPO_REQUIRE_POSTGRES") == "1":
+            pytest.fail(reason + " (CAUSAL_GRPO_REQUIRE_POSTGRES=1)")
+        pytest.skip(reason)
+    name = f"causal_grpo_test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield urlsplit(SERVER)._replace(path=f"/{name}").geturl()
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(server_db: str) -> Iterator[str]:
+    """The module's database, emptied after each test (banks are global to a store, not per run)."""
+    yield server_db
+    with psycopg.connect(server_db, autocommit=True) as conn:
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE '%migrations'"
+            )
+        ]
+        if tables:
+            conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables))
+
+
+@pytest.fixture
+async def store(pg_url: str) -> AsyncIterator[BaseStore]:
+    async with open_backends(pg_url, pool_size=4) as backends:
+        assert backends.kind == "postgres"
+        yield backends.store
+
+
+def _context(simulator, run: str) -> Context:
+    return Context(
+        run=run,
+        model="simulated",
+        base_url=simulator.base_url,
+        rollouts=3,
+        generators=[1, 2],
+        concurrency=8,
+        max_retries=1,
+        seed=7,
+    )
+
+
+def _without_clock(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_clock(v) for k, v in value.items() if k not in CLOCK_FIELDS}
+    if isinstance(value, list):
+        return [_without_clock(v) for v in value]
+    return value
+
+
+def _exports(folder: Path) -> dict[str, Any]:
+    """Every export file of a run folder, parsed, without clock fields."""
+    found: dict[str, Any] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix == ".jsonl":
+            found[path.name] = [_without_clock(json.loads(line)) for line in path.read_text().splitlines()]
+        elif path.name.endswith("_experiences.json"):
+            found[path.name] = _without_clock(json.loads(path.read_text()))
+    return found
+
+
+async def test_a_run_through_postgres_completes_grows_the_banks_and_resumes_for_free(pg_url, simulator, tmp_path):
+    problems = load_problems("full", 3)
+    ctx = _context(simulator, "pg-run")
+    result = await atrain(problems, context=ctx, home=tmp_path, db=pg_url, batch_size=3)
+    assert [p.status for p in result.problems] == ["done"] * 3
+    assert sum(result.bank_sizes.values()) > 0
+    assert not (run_dir(tmp_path, ctx.run) / "state.sqlite").exists()
+
+    async with open_backends(pg_url) as backends:
+        sizes = {b: await ExperienceBank(b, backends.store).size() for b in BANKS}
+        finished = await backends.checkpointer.aget_tuple({"configurable": {"thread_id": f"pg-run:1:{problems[0].id}"}})
+    assert sizes == result.bank_sizes and finished is not None
+
+    before = simulator.stats()["requests"]
+    again = await atrain(problems, context=ctx, home=tmp_path, db=pg_url, batch_size=3)
+    assert [p.status for p in again.problems] == ["skipped"] * 3
+    assert again.usage.calls == 0 and simulator.stats()["requests"] == before
+    assert again.bank_sizes == result.bank_sizes
+
+
+async def test_the_same_run_through_sqlite_and_postgres_exports_the_same(pg_url, simulator, tmp_path):
+    problems = load_problems("full", 4)
+    ctx = _context(simulator, "parity")
+    on_sqlite = await atrain(problems, context=ctx, home=tmp_path / "sqlite", batch_size=2)
+    on_postgres = await atrain(problems, context=ctx, home=tmp_path / "pg", db=pg_url, batch_size=2)
+    assert on_sqlite.usage.calls > 0 and sum(on_sqlite.bank_sizes.values()) > 0
+    assert on_postgres.bank_sizes == on_sqlite.bank_sizes
+    exported = _exports(run_dir(tmp_path / "sqlite", ctx.run))
+    assert {"generator_1_rollouts.jsonl", "critic_results.jsonl", "generator_1_experiences.json"} <= set(exported)
+    assert _exports(run_dir(tmp_path / "pg", ctx.run)) == exported
