@@ -172,7 +172,7 @@ def verdict(difference: Interval, p_value: float, alpha: float = ALPHA) -> str:
     what = (
         f"gain of {points(d)} points"
         if d > 0
-        else f"loss of {points(d)} points"
+        else f"loss of {points(-d).lstrip('+')} points"
         if d < 0
         else "no difference (0.0 points)"
     )

@@ -1,7 +1,8 @@
-"""Pieces every command shares: the home option and the one-line failure exit."""
+"""Pieces the commands share: options, the simulator note, generator parsing and the one-line failure exit."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -11,6 +12,32 @@ from rich.console import Console
 HOME_OPTION = Annotated[
     Path, typer.Option(envvar="CAUSAL_GRPO_HOME", help="Folder holding runs (state, results, exports).")
 ]
+
+
+SIMULATED_NOTE = (
+    "model: simulated — the bundled simulator, a test double for the model: "
+    "it exercises the machinery over real HTTP and says nothing about a model's skill"
+)
+
+
+def parse_generators(text: str | None) -> list[int] | None:
+    """Generator numbers from `1,2,3`; None when the flag was not given."""
+    if text is None:
+        return None
+    try:
+        chosen = sorted({int(g) for g in text.split(",") if g.strip()})
+    except ValueError:
+        raise typer.BadParameter("use generator numbers like 1,2,3") from None
+    if not chosen or not set(chosen) <= {1, 2, 3}:
+        raise typer.BadParameter("generators are 1, 2 and 3")
+    return chosen
+
+
+class Split(StrEnum):
+    """Which part of a seeded train/test split a command works on."""
+
+    train = "train"
+    test = "test"
 
 
 def fail(console: Console, message: str, code: int = 1) -> NoReturn:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,8 +12,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from causal_grpo.api import run_dir
-from causal_grpo.cli.common import HOME_OPTION, fail
-from causal_grpo.cli.train import SIMULATED_NOTE, _generators
+from causal_grpo.cli.common import HOME_OPTION, SIMULATED_NOTE, Split, fail, parse_generators
 from causal_grpo.errors import CausalGrpoError
 from causal_grpo.evaluation import (
     Arm,
@@ -31,13 +29,6 @@ from causal_grpo.stats import Interval, format_p, points
 
 # below this many problems a bootstrap over problems is too coarse to take its intervals at face value
 FEW_PROBLEMS = 20
-
-
-class Split(StrEnum):
-    """Which part of a seeded train/test split to evaluate."""
-
-    train = "train"
-    test = "test"
 
 
 async def _arm(spec: str, path: Path | None) -> Arm:
@@ -129,7 +120,7 @@ def eval_command(
         "run": run or _run_of(tested_path, home) or "eval",
         "model": model,
         "base_url": base_url,
-        "generators": _generators(generators),
+        "generators": parse_generators(generators),
         "temperature": temperature,
         "concurrency": concurrency,
         "judge": judge,

@@ -13,35 +13,21 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from causal_grpo.api import atrain, run_dir
-from causal_grpo.cli.common import HOME_OPTION, fail
+from causal_grpo.cli.common import HOME_OPTION, SIMULATED_NOTE, Split, fail, parse_generators
 from causal_grpo.errors import CausalGrpoError
 from causal_grpo.exports import atomic_write
-from causal_grpo.problems import load_problems
+from causal_grpo.problems import load_problems, select_split
 from causal_grpo.progress import ProgressReporter
 from causal_grpo.settings import resolve_context
-
-SIMULATED_NOTE = (
-    "model: simulated — the bundled simulator, a test double for the model: "
-    "it exercises the machinery over real HTTP and says nothing about a model's skill"
-)
-
-
-def _generators(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        chosen = sorted({int(g) for g in text.split(",") if g.strip()})
-    except ValueError:
-        raise typer.BadParameter("use generator numbers like 1,2,3") from None
-    if not chosen or not set(chosen) <= {1, 2, 3}:
-        raise typer.BadParameter("generators are 1, 2 and 3")
-    return chosen
 
 
 def train(
     dataset: Annotated[str, typer.Option(help="full | aime2024 | aime2025 | physics | a JSONL/JSON file")] = "full",
     max_problems: Annotated[int | None, typer.Option(help="Stop after this many problems.")] = None,
     start_problem: Annotated[int, typer.Option(help="1-based problem to start from.")] = 1,
+    split: Annotated[Split | None, typer.Option(help="Train on one part of a seeded train/test split.")] = None,
+    split_seed: Annotated[int, typer.Option(help="Seed of the train/test split (as in eval).")] = 0,
+    test_fraction: Annotated[float, typer.Option(help="Share of the problems in the test part.")] = 0.2,
     rollouts: Annotated[int | None, typer.Option(help="Rollouts per generator per problem.")] = None,
     generators: Annotated[str | None, typer.Option(help="Which generators run, e.g. 1,2.")] = None,
     temperature: Annotated[float | None, typer.Option(help="Overrides every generator's temperature.")] = None,
@@ -82,7 +68,7 @@ def train(
         "model": model,
         "base_url": base_url,
         "rollouts": rollouts,
-        "generators": _generators(generators),
+        "generators": parse_generators(generators),
         "temperature": temperature,
         "tau": tau,
         "concurrency": concurrency,
@@ -95,7 +81,9 @@ def train(
     }
     try:
         ctx = resolve_context(flags, config)
-        problems = load_problems(dataset, max_problems, start_problem=start_problem)
+        problems = select_split(
+            load_problems(dataset, max_problems, start_problem=start_problem), split, test_fraction, split_seed
+        )
         folder = run_dir(home, ctx.run)
         console.print(
             SIMULATED_NOTE if ctx.model == "simulated" else f"model: {ctx.model} at {ctx.base_url or 'default'}"

@@ -116,5 +116,5 @@ def test_verdict_lines():
     expected = "gain of +3.3 points is indistinguishable from noise (p = 0.620, 95% CI -8.1 to +14.7)"
     assert verdict(gain, 0.62) == expected
     loss = Interval(estimate=-0.2, low=-0.3, high=-0.1)
-    expected = "loss of -20.0 points is distinguishable from noise (p < 0.001, 95% CI -30.0 to -10.0)"
+    expected = "loss of 20.0 points is distinguishable from noise (p < 0.001, 95% CI -30.0 to -10.0)"
     assert verdict(loss, 0.0004) == expected
