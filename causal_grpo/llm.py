@@ -287,6 +287,14 @@ def client_for(context: Context, agent: str) -> ModelClient:
         return client
 
 
+async def close_clients() -> None:
+    """Close every model client's connections on the running loop (the end of a run)."""
+    with _clients_lock:
+        clients = list(_clients.values())
+    for client in clients:
+        await client.aclose()
+
+
 class ModelClient:
     """Structured calls to one agent's endpoint through ChatOpenAI over HTTP."""
 
@@ -296,6 +304,9 @@ class ModelClient:
         self._key = self._read_key()
         # ChatOpenAI's async HTTP pool belongs to one event loop, so each loop gets its own.
         self._chats: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ChatOpenAI] = weakref.WeakKeyDictionary()
+        self._http: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.DefaultAsyncHttpxClient] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def __repr__(self) -> str:
         where = self.endpoint.describe()
@@ -340,10 +351,22 @@ class ModelClient:
                 max_retries=s.max_retries,
                 max_tokens=s.max_tokens,
                 use_responses_api=False,
-                http_async_client=openai.DefaultAsyncHttpxClient(),
+                http_async_client=self._http.setdefault(loop, openai.DefaultAsyncHttpxClient()),
             )
             self._chats[loop] = chat
         return chat
+
+    async def aclose(self) -> None:
+        """Close this loop's HTTP connections.
+
+        Left to the garbage collector, the SDK's client closes itself from whatever loop runs then,
+        touching sockets of a loop that is already closed.
+        """
+        loop = asyncio.get_running_loop()
+        self._chats.pop(loop, None)
+        http = self._http.pop(loop, None)
+        if http is not None:
+            await http.aclose()
 
     def _limiter(self) -> PriorityLimiter:
         per_loop = _limiters.setdefault(asyncio.get_running_loop(), {})

@@ -28,7 +28,7 @@ from causal_grpo.context import Context
 from causal_grpo.errors import CausalGrpoError
 from causal_grpo.exports import write_bank, write_problems
 from causal_grpo.limiter import problem_rank
-from causal_grpo.llm import ModelAccessError, Usage
+from causal_grpo.llm import ModelAccessError, Usage, close_clients
 from causal_grpo.problems import Problem
 
 
@@ -232,6 +232,7 @@ class Driver:
         finally:
             if self.results is not None:
                 self.results.close()
+            await close_clients()
         result.bank_sizes = await self.bank_sizes()
         result.seconds = round(time.monotonic() - started, 3)
         return result

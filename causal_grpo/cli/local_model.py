@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from typing import Annotated
 
 import typer
@@ -35,7 +37,7 @@ def serve(
     jobs: Annotated[int, typer.Option(help="Compile jobs if llama-server must be built.")] = 2,
 ) -> None:
     """Build or find llama-server, assemble the model, serve it in the foreground until Ctrl-C."""
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
 
     def say(text: str) -> None:
         console.print(text, highlight=False)
@@ -64,6 +66,8 @@ def serve(
         f"CAUSAL_GRPO_MAX_TOKENS={max_tokens} causal-grpo train --model {MODEL_ALIAS} "
         f"--base-url {server.base_url} --concurrency {parallel} --dataset physics --max-problems 1"
     )
+    # A plain `kill` must stop llama-server too, not leave it running without us.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         code = server.wait()
     except KeyboardInterrupt:

@@ -55,6 +55,10 @@ def train(
             help="Checkpoints and banks: a postgresql:// URL or a SQLite file (default: the run's state.sqlite).",
         ),
     ] = None,
+    fleet: Annotated[
+        bool, typer.Option(help="Queue problems and bank updates as jobs in the --db PostgreSQL for workers.")
+    ] = False,
+    local_worker: Annotated[bool, typer.Option(help="With --fleet, also work in this process.")] = True,
     config: Annotated[Path | None, typer.Option(help="Optional config file (JSON or TOML).")] = None,
     verbose: Annotated[bool, typer.Option(help="Log prompts and responses.")] = False,
 ) -> None:
@@ -101,6 +105,8 @@ def train(
                     context=ctx,
                     home=home,
                     db=db,
+                    fleet=fleet,
+                    local_worker=local_worker,
                     epochs=epochs,
                     batch_size=batch_size,
                     on_problem=reporter,

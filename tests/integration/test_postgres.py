@@ -164,3 +164,13 @@ async def test_the_same_run_through_sqlite_and_postgres_exports_the_same(pg_url,
     exported = _exports(run_dir(tmp_path / "sqlite", ctx.run))
     assert {"generator_1_rollouts.jsonl", "critic_results.jsonl", "generator_1_experiences.json"} <= set(exported)
     assert _exports(run_dir(tmp_path / "pg", ctx.run)) == exported
+
+
+async def test_a_fleet_run_with_its_local_worker_exports_what_the_in_process_run_does(pg_url, simulator, tmp_path):
+    problems = load_problems("full", 4)
+    ctx = _context(simulator, "fleet-parity")
+    in_process = await atrain(problems, context=ctx, home=tmp_path / "sqlite", batch_size=2)
+    queued = await atrain(problems, context=ctx, home=tmp_path / "fleet", db=pg_url, fleet=True, batch_size=2)
+    assert [p.status for p in queued.problems] == ["done"] * 4
+    assert queued.bank_sizes == in_process.bank_sizes and queued.usage.calls == in_process.usage.calls
+    assert _exports(run_dir(tmp_path / "fleet", ctx.run)) == _exports(run_dir(tmp_path / "sqlite", ctx.run))

@@ -203,25 +203,26 @@ def test_max_tokens_cuts_the_answer(serve: Any) -> None:
 @pytest.mark.anyio
 async def test_concurrency_limit_answers_429_and_stats_show_the_peak(serve: Any) -> None:
     sim = serve(max_concurrency=2, latency_ms=300)
-    client = openai.AsyncOpenAI(base_url=sim.base_url, api_key="k", max_retries=0)
-    results = await asyncio.gather(
-        *(client.chat.completions.create(model="simulated", messages=_messages(k)) for k in range(6)),
-        return_exceptions=True,
-    )
-    rejected = [r for r in results if isinstance(r, openai.RateLimitError)]
-    assert len(rejected) == 4 and all(r.response.headers["retry-after"] == "1" for r in rejected)
-    stats = sim.stats()
-    assert stats["max_in_flight"] == 2 and stats["errors"] == {"concurrency_429": 4} and stats["in_flight"] == 0
+    # Closed at the end: left to the garbage collector, the SDK closes its client from a later test's loop.
+    async with openai.AsyncOpenAI(base_url=sim.base_url, api_key="k", max_retries=0) as client:
+        results = await asyncio.gather(
+            *(client.chat.completions.create(model="simulated", messages=_messages(k)) for k in range(6)),
+            return_exceptions=True,
+        )
+        rejected = [r for r in results if isinstance(r, openai.RateLimitError)]
+        assert len(rejected) == 4 and all(r.response.headers["retry-after"] == "1" for r in rejected)
+        stats = sim.stats()
+        assert stats["max_in_flight"] == 2 and stats["errors"] == {"concurrency_429": 4} and stats["in_flight"] == 0
 
-    # A client that keeps its own bound below the server's never sees the limit.
-    httpx.post(f"{sim.base_url}/simulator/reset")
-    bound = asyncio.Semaphore(2)
+        # A client that keeps its own bound below the server's never sees the limit.
+        httpx.post(f"{sim.base_url}/simulator/reset")
+        bound = asyncio.Semaphore(2)
 
-    async def bounded(k: int) -> None:
-        async with bound:
-            await client.chat.completions.create(model="simulated", messages=_messages(k))
+        async def bounded(k: int) -> None:
+            async with bound:
+                await client.chat.completions.create(model="simulated", messages=_messages(k))
 
-    await asyncio.gather(*(bounded(k) for k in range(6)))
+        await asyncio.gather(*(bounded(k) for k in range(6)))
     stats = sim.stats()
     assert stats["completed"] == 6 and stats["errors"] == {} and stats["max_in_flight"] == 2
 

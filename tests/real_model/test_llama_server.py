@@ -71,15 +71,16 @@ def _context(server: LlamaServer, **changes: object) -> Context:
 
 
 @pytest.mark.anyio
-async def test_auto_mode_picks_json_schema_and_parses_a_scaffold(llama_server: LlamaServer) -> None:
-    client = client_for(_context(llama_server), "generator")
+async def test_auto_mode_detects_json_schema(llama_server: LlamaServer) -> None:
+    client = client_for(_context(llama_server, max_reasks=0), "generator")
     result = await client.structured(Scaffold, SCAFFOLD_MESSAGES, temperature=0.2)
     # llama-server constrains json_schema replies by a grammar: detection must settle on it.
     assert client.mode == "json_schema"
     assert result.mode == "json_schema"
-    assert result.usage.calls == result.attempts >= 1
+    assert result.usage.calls == result.attempts == 1
     assert result.usage.prompt_tokens > 0 and result.usage.completion_tokens > 0
-    assert result.ok or result.error
+    # Many replies of this tiny model run into max_tokens or break a validator; either way it is stated.
+    assert result.ok or (result.error or "").startswith(("truncated output", "schema validation failed"))
     if result.ok:
         assert result.value is not None and result.value.nodes
 
