@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
@@ -26,18 +26,28 @@ def simulator() -> Iterator[SimulatorServer]:
 
 
 @pytest.fixture
-def sim_context(simulator: SimulatorServer, request: pytest.FixtureRequest) -> Context:
+def make_sim_context(simulator: SimulatorServer) -> Callable[[str], Context]:
+    """Contexts for small, fast runs against the session simulator, by run name."""
+
+    def make(run: str) -> Context:
+        return Context(
+            run=run,
+            model="simulated",
+            base_url=simulator.base_url,
+            rollouts=3,
+            generators=[1, 2],
+            concurrency=8,
+            max_retries=1,
+            seed=7,
+        )
+
+    return make
+
+
+@pytest.fixture
+def sim_context(make_sim_context: Callable[[str], Context], request: pytest.FixtureRequest) -> Context:
     """A small, fast run against the session simulator; each test gets its own run name."""
-    return Context(
-        run=request.node.name[:40],
-        model="simulated",
-        base_url=simulator.base_url,
-        rollouts=3,
-        generators=[1, 2],
-        concurrency=8,
-        max_retries=1,
-        seed=7,
-    )
+    return make_sim_context(request.node.name[:40])
 
 
 @pytest.fixture

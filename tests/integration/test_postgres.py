@@ -24,7 +24,6 @@ from causal_grpo.memory.schemas import BANKS
 from langgraph.store.base import BaseStore
 
 from causal_grpo.api import atrain, run_dir
-from causal_grpo.context import Context
 from causal_grpo.problems import load_problems
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -102,19 +101,6 @@ async def store(pg_url: str) -> AsyncIterator[BaseStore]:
         yield backends.store
 
 
-def _context(simulator, run: str) -> Context:
-    return Context(
-        run=run,
-        model="simulated",
-        base_url=simulator.base_url,
-        rollouts=3,
-        generators=[1, 2],
-        concurrency=8,
-        max_retries=1,
-        seed=7,
-    )
-
-
 def _without_clock(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _without_clock(v) for k, v in value.items() if k not in CLOCK_FIELDS}
@@ -134,9 +120,11 @@ def _exports(folder: Path) -> dict[str, Any]:
     return found
 
 
-async def test_a_run_through_postgres_completes_grows_the_banks_and_resumes_for_free(pg_url, simulator, tmp_path):
+async def test_a_run_through_postgres_completes_grows_the_banks_and_resumes_for_free(
+    pg_url, simulator, make_sim_context, tmp_path
+):
     problems = load_problems("full", 3)
-    ctx = _context(simulator, "pg-run")
+    ctx = make_sim_context("pg-run")
     result = await atrain(problems, context=ctx, home=tmp_path, db=pg_url, batch_size=3)
     assert [p.status for p in result.problems] == ["done"] * 3
     assert sum(result.bank_sizes.values()) > 0
@@ -154,9 +142,9 @@ async def test_a_run_through_postgres_completes_grows_the_banks_and_resumes_for_
     assert again.bank_sizes == result.bank_sizes
 
 
-async def test_the_same_run_through_sqlite_and_postgres_exports_the_same(pg_url, simulator, tmp_path):
+async def test_the_same_run_through_sqlite_and_postgres_exports_the_same(pg_url, make_sim_context, tmp_path):
     problems = load_problems("full", 4)
-    ctx = _context(simulator, "parity")
+    ctx = make_sim_context("parity")
     on_sqlite = await atrain(problems, context=ctx, home=tmp_path / "sqlite", batch_size=2)
     on_postgres = await atrain(problems, context=ctx, home=tmp_path / "pg", db=pg_url, batch_size=2)
     assert on_sqlite.usage.calls > 0 and sum(on_sqlite.bank_sizes.values()) > 0
@@ -166,9 +154,11 @@ async def test_the_same_run_through_sqlite_and_postgres_exports_the_same(pg_url,
     assert _exports(run_dir(tmp_path / "pg", ctx.run)) == exported
 
 
-async def test_a_fleet_run_with_its_local_worker_exports_what_the_in_process_run_does(pg_url, simulator, tmp_path):
+async def test_a_fleet_run_with_its_local_worker_exports_what_the_in_process_run_does(
+    pg_url, make_sim_context, tmp_path
+):
     problems = load_problems("full", 4)
-    ctx = _context(simulator, "fleet-parity")
+    ctx = make_sim_context("fleet-parity")
     in_process = await atrain(problems, context=ctx, home=tmp_path / "sqlite", batch_size=2)
     queued = await atrain(problems, context=ctx, home=tmp_path / "fleet", db=pg_url, fleet=True, batch_size=2)
     assert [p.status for p in queued.problems] == ["done"] * 4
