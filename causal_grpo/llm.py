@@ -495,7 +495,8 @@ class ModelClient:
         usage = _usage_of(message)
         if mode != "tool":
             text = message.text
-            structured = mode == "text" or extract_json(text) is not None
+            # A reply cut at max_tokens says nothing against the mode: the server honoured it and ran out.
+            structured = mode == "text" or finish == "length" or extract_json(text) is not None
             return _Reply(mode, text, finish, usage, structured)
         if message.tool_calls:
             return _Reply(mode, json.dumps(message.tool_calls[0]["args"]), finish, usage, structured=True)

@@ -174,6 +174,17 @@ async def test_reask_recovers_when_a_later_attempt_is_valid() -> None:
     assert sum(r.attempts for r in results) == served["requests"] > 4
 
 
+async def test_auto_keeps_json_schema_when_the_first_reply_is_cut_short() -> None:
+    # A reply cut at max_tokens means the server honoured json_schema and ran out (llama.cpp with a tiny model).
+    async with serving(truncated_rate=1.0) as sim:
+        model = client(sim, structured_mode="auto")
+        result = await model.structured(Scaffold, PROMPT)
+        served = await stats(sim)
+    assert model.mode == result.mode == "json_schema"
+    assert result.error == "truncated output (finish_reason=length)"
+    assert served["by_mode"] == {"json_schema": 1}
+
+
 @pytest.mark.parametrize("mode", ["json_schema", "tool", "text"])
 async def test_truncated_output_is_reported(mode: str) -> None:
     async with serving(truncated_rate=1.0) as sim:
