@@ -57,6 +57,10 @@ MAX_JSON_STARTS = 64
 class TransientModelError(CausalGrpoError):
     """The endpoint kept failing (429, 5xx, timeout, dropped connection) after the SDK's retries."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 class ModelAccessError(CausalGrpoError):
     """The endpoint refuses us (401, 403) or lacks the model (404): the run cannot go on."""
@@ -435,8 +439,11 @@ class ModelClient:
         for mode in MODES:
             try:
                 reply = await self._call(mode, schema, conversation, temperature)
-            except _Rejected as rejected:
-                if mode == "text":
+            except (_Rejected, TransientModelError) as rejected:
+                # A 5xx that outlives the retries for one mode (llama-cpp-python's server answers json_schema
+                # with 500) says the mode is broken there; timeouts and 429s say nothing about the mode.
+                server_fault = isinstance(rejected, TransientModelError) and (rejected.status or 0) >= 500
+                if mode == "text" or (isinstance(rejected, TransientModelError) and not server_fault):
                     raise
                 log.info(
                     "%s: %s not supported (%s); trying the next mode",
@@ -518,7 +525,9 @@ class ModelClient:
         if status == 404:
             return ModelAccessError(f"model or endpoint not found (404) at {where}; check --model and --base-url")
         if status is None or status in (408, 409, 429) or status >= 500:
-            return TransientModelError(f"server error ({status or 'unknown'}) at {where} after {retries} retries")
+            return TransientModelError(
+                f"server error ({status or 'unknown'}) at {where} after {retries} retries", status
+            )
         return _Rejected(self._scrub(f"request rejected ({status}): {self._server_message(exc)}"))
 
     @staticmethod

@@ -70,6 +70,11 @@ class SimulatorConfig(BaseModel):
         description="Structured-output modes served. An unsupported response_format gets 400; unsupported "
         "tools are ignored and answered in text mode (as llama.cpp does). Text is always served.",
     )
+    unsupported_status: Literal[400, 500] = Field(
+        default=400,
+        description="Status of the answer to an unsupported response_format: 400 as most servers, or 500 as "
+        "llama-cpp-python's own server answers json_schema.",
+    )
 
     @model_validator(mode="after")
     def _text_always_served(self) -> SimulatorConfig:

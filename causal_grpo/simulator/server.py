@@ -228,6 +228,9 @@ async def chat_completions(request: Request) -> Response:
         return _invalid(sim, "Only n=1 is supported by the causal-grpo simulator.", "n")
     classified = classify(body)
     if classified.mode not in config.supported_modes:
+        if classified.mode != "tools" and config.unsupported_status == 500:
+            sim.errors["500"] += 1
+            return error(500, "Internal server error.", "server_error", None)
         if classified.mode != "tools":
             return _invalid(sim, f"response_format {classified.mode!r} is not supported.", "response_format")
         # Like llama.cpp without tool support: the tools are ignored and the answer comes as text.

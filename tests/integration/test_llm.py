@@ -113,9 +113,13 @@ async def test_429_with_retry_after_is_retried() -> None:
 async def test_persistent_500_ends_in_a_transient_error_after_bounded_retries() -> None:
     async with serving(error_rate_500=1.0) as sim:
         with pytest.raises(TransientModelError, match=r"server error \(500\)") as info:
-            await client(sim, max_retries=2).structured(Scaffold, PROMPT)
+            await client(sim, max_retries=2, structured_mode="json_schema").structured(Scaffold, PROMPT)
         served = await stats(sim)
-    assert served["requests"] == 3
+        # In auto mode a 500 may be one mode's fault, so each mode gets its bounded retries before giving up.
+        with pytest.raises(TransientModelError):
+            await client(sim, max_retries=2, structured_mode="auto").structured(Scaffold, PROMPT)
+        served_auto = await stats(sim)
+    assert served["requests"] == 3 and served_auto["requests"] == 3 + 3 * 3
     assert sim.base_url in str(info.value)
     assert info.value.__cause__ is None and info.value.__context__ is None
 
@@ -172,6 +176,16 @@ async def test_reask_recovers_when_a_later_attempt_is_valid() -> None:
     assert all(r.ok for r in results)
     assert served["malformed"]["not_json"] >= 1
     assert sum(r.attempts for r in results) == served["requests"] > 4
+
+
+async def test_auto_moves_on_from_a_mode_the_server_answers_with_500() -> None:
+    # llama-cpp-python's own server answers json_schema with HTTP 500 and serves tool calls.
+    async with serving(supported_modes=frozenset({"tools", "text"}), unsupported_status=500) as sim:
+        model = client(sim, structured_mode="auto", max_retries=1)
+        results = [await model.structured(Scaffold, PROMPT) for _ in range(2)]
+        served = await stats(sim)
+    assert all(r.ok and r.mode == "tool" for r in results) and model.mode == "tool"
+    assert served["errors"] == {"500": 2}  # the first call and its one retry; never asked again
 
 
 async def test_auto_keeps_json_schema_when_the_first_reply_is_cut_short() -> None:
