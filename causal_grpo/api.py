@@ -30,7 +30,7 @@ async def atrain(
     checkpointer: BaseCheckpointSaver | None = None,
     home: Path | None = None,
     db: str | None = None,
-    fleet: bool = False,
+    fleet: bool | None = None,
     local_worker: bool = True,
     max_problems: int | None = None,
     start_problem: int = 1,
@@ -49,11 +49,12 @@ async def atrain(
         return await driver.run(problems, epochs=epochs, batch_size=batch_size)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-    if fleet:
+    postgres = db is not None and db.startswith(POSTGRES_SCHEMES)
+    if fleet and not postgres:
+        raise UnsupportedBackend("a fleet run needs a PostgreSQL database: db='postgresql://...'")
+    if postgres if fleet is None else fleet:
         from causal_grpo.fleet import fleet_train  # the postgres extra
 
-        if db is None or not db.startswith(POSTGRES_SCHEMES):
-            raise UnsupportedBackend("a fleet run needs a PostgreSQL database: db='postgresql://...'")
         return await fleet_train(
             problems,
             context=ctx,
@@ -74,6 +75,7 @@ async def atrain(
             checkpointer=checkpointer or backends.checkpointer,
             run_dir=folder,
             on_problem=on_problem,
+            results=db if postgres else None,
         )
         return await driver.run(problems, epochs=epochs, batch_size=batch_size)
 
@@ -84,8 +86,9 @@ def train(dataset: str | Path | list[Problem] = "full", **kwargs: object) -> Tra
     Args:
         dataset: A shipped dataset name, a path to a JSONL/JSON file, or a list of problems.
         **kwargs: As `atrain`: context, store, checkpointer, home, db (a `postgresql://` URL or SQLite
-            path for the checkpoints and banks; default `<home>/runs/<run>/state.sqlite`), fleet (queue the
-            run's problems and bank updates as jobs in that PostgreSQL database for `causal-grpo worker`s),
+            path for the checkpoints and banks; default `<home>/runs/<run>/state.sqlite`; a PostgreSQL database
+            also holds the result tables), fleet (queue the run's problems and bank updates as jobs in that
+            PostgreSQL database for `causal-grpo worker`s; default: whenever `db` is PostgreSQL),
             local_worker (a fleet run also works in this process), max_problems, start_problem, epochs,
             batch_size, on_problem.
     """

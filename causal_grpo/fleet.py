@@ -18,13 +18,14 @@ the run's `Context` (model, endpoint, profiles), never a key: each worker reads 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from procrastinate import App, Blueprint, JobContext, PsycopgConnector, RetryStrategy
-from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate import App, JobContext, PsycopgConnector, RetryStrategy
+from procrastinate.exceptions import AlreadyEnqueued, ConnectorException
 from procrastinate.jobs import Status
 from procrastinate.schema import SchemaManager
 
@@ -40,10 +41,9 @@ HEARTBEAT = 2.0
 STALLED_AFTER = 10.0
 POLL = 0.2
 RETRY = RetryStrategy(max_attempts=3, wait=1)
+_LIVE = (Status.TODO.value, Status.DOING.value)
+_STATUSES = "SELECT id, status FROM procrastinate_jobs WHERE id = ANY(%(ids)s)"
 _SCHEMA_LOCK = 0x63677271  # advisory lock key around creating procrastinate's tables
-
-blueprint = Blueprint()
-
 
 class FleetJobError(CausalGrpoError):
     """A job of the run failed on every attempt."""
@@ -54,16 +54,14 @@ def _worker_driver(job: JobContext, context: dict[str, Any]) -> Driver:
     return Driver(Context.model_validate(context), store=backends.store, checkpointer=backends.checkpointer)
 
 
-@blueprint.task(name="run_problem", queue=QUEUE, pass_context=True, retry=RETRY)
 async def run_problem(job: JobContext, context: dict[str, Any], epoch: int, problem: dict[str, Any]) -> None:
     """Run a problem's thread up to its bank update (or nowhere, if it is there already)."""
-    await _worker_driver(job, context)._until_learn(epoch, Problem.model_validate(problem))
+    await _worker_driver(job, context).until_learn(epoch, Problem.model_validate(problem))
 
 
-@blueprint.task(name="learn", queue=QUEUE, pass_context=True, retry=RETRY)
 async def learn(job: JobContext, context: dict[str, Any], epoch: int, problem: dict[str, Any]) -> None:
     """Apply a problem's bank update and finish its thread."""
-    await _worker_driver(job, context)._learn(epoch, Problem.model_validate(problem))
+    await _worker_driver(job, context).learn(epoch, Problem.model_validate(problem))
 
 
 async def _ensure_schema(url: str) -> None:
@@ -82,7 +80,9 @@ async def open_app(url: str) -> AsyncIterator[App]:
     """The job queue in the database at `url`, its tables created on first use."""
     await _ensure_schema(url)
     app = App(connector=PsycopgConnector(conninfo=url, min_size=1, max_size=4))
-    app.add_tasks_from(blueprint, namespace="causal_grpo")
+    # registered afresh on each app: a shared Blueprint is mutated by every app that copies it
+    for task in (run_problem, learn):
+        app.task(name=f"causal_grpo:{task.__name__}", queue=QUEUE, pass_context=True, retry=RETRY)(task)
     async with app.open_async():
         yield app
 
@@ -111,52 +111,81 @@ class FleetDriver(Driver):
         super().__init__(context, store=backends.store, checkpointer=backends.checkpointer, **kwargs)
         self.app = app
 
-    async def _until_learn(self, epoch: int, problem: Problem, rank: int = 0) -> str:
-        snapshot = await self.graph.aget_state(self._config(epoch, problem))
-        if snapshot.values and not snapshot.next:
-            return "finished"
-        # workers take a batch's earlier problems first, as the in-process driver's model calls go first
-        tid = self._tid(epoch, problem)
-        await self._job("run_problem", epoch, problem, queueing_lock=f"problem:{tid}", priority=-rank)
-        return "ready"
+    async def until_learn_batch(self, epoch: int, batch: list[Problem]) -> list[str | BaseException]:
+        phases: list[str | BaseException] = []
+        jobs: dict[int, int] = {}  # batch index -> job id
+        for rank, problem in enumerate(batch):
+            snapshot = await self.graph.aget_state(self._config(epoch, problem))
+            if snapshot.values and not snapshot.next:
+                phases.append("finished")
+                continue
+            phases.append("ready")
+            # workers take a batch's earlier problems first, as the in-process driver's model calls go first
+            lock = f"problem:{self._tid(epoch, problem)}"
+            jobs[rank] = await self._job("run_problem", epoch, problem, queueing_lock=lock, priority=-rank)
+        failed = await self._wait(list(jobs.values()))
+        for rank, job_id in jobs.items():
+            if job_id in failed:
+                phases[rank] = FleetJobError(
+                    f"run_problem {self._tid(epoch, batch[rank])}: job {job_id} {failed[job_id]}"
+                )
+        return phases
 
-    async def _learn(self, epoch: int, problem: Problem) -> dict[str, Any]:
-        config = self._config(epoch, problem)
-        if (await self.graph.aget_state(config)).next:
-            await self._job(
-                "learn", epoch, problem, queueing_lock=f"learn:{self._tid(epoch, problem)}", lock=BANKS_LOCK
+    async def learn_batch(self, epoch: int, problems: list[Problem]) -> list[dict[str, Any]]:
+        # queued in dataset order under one lock, the updates run one at a time in that order on any worker
+        jobs = []
+        for problem in problems:
+            if (await self.graph.aget_state(self._config(epoch, problem))).next:
+                lock = f"learn:{self._tid(epoch, problem)}"
+                jobs.append(await self._job("learn", epoch, problem, queueing_lock=lock, lock=BANKS_LOCK))
+        if failed := await self._wait(jobs):
+            raise FleetJobError(
+                f"bank updates of epoch {epoch} failed: " + ", ".join(f"job {i} {s}" for i, s in failed.items())
             )
-        return (await self.graph.aget_state(config)).values
+        return [(await self.graph.aget_state(self._config(epoch, p))).values for p in problems]
 
     def _tid(self, epoch: int, problem: Problem) -> str:
         return thread_id(self.context.run, epoch, problem.id, self.context.stage)
 
-    async def _job(self, task: str, epoch: int, problem: Problem, **options: Any) -> None:
-        """Queue one job (or find the one already queued under its queueing lock) and wait for its end."""
-        name = f"causal_grpo:{task}"
-        args = {
-            "context": self.context.model_dump(mode="json"),
-            "epoch": epoch,
-            "problem": problem.model_dump(mode="json"),
-        }
-        try:
-            job_id = await self.app.configure_task(name, **options).defer_async(**args)
-        except AlreadyEnqueued:
-            queued = await self.app.job_manager.list_jobs_async(queueing_lock=options["queueing_lock"])
-            job_id = next(j.id for j in queued if j.status in (Status.TODO.value, Status.DOING.value))
-        await self._wait(job_id, f"{task} {self._tid(epoch, problem)}")
+    async def _job(self, task: str, epoch: int, problem: Problem, **options: Any) -> int:
+        """Queue one job, or find the one already queued or running under its queueing lock (a restarted driver)."""
+        lock = options["queueing_lock"]
+        for _ in range(2):
+            live = [j for j in await self.app.job_manager.list_jobs_async(queueing_lock=lock) if j.status in _LIVE]
+            if live:
+                return live[0].id
+            args = {
+                "context": self.context.model_dump(mode="json"),
+                "epoch": epoch,
+                "problem": problem.model_dump(mode="json"),
+            }
+            try:
+                return await self.app.configure_task(f"causal_grpo:{task}", **options).defer_async(**args)
+            except AlreadyEnqueued:  # queued by another driver between our look and our defer: wait for that one
+                continue
+        raise FleetJobError(f"{task} {self._tid(epoch, problem)}: cannot queue or find its job")
 
-    async def _wait(self, job_id: int, what: str) -> None:
+    async def _wait(self, job_ids: list[int]) -> dict[int, str]:
+        """Wait until every job has ended; the failed ones with their status. Puts stalled jobs back meanwhile."""
         manager = self.app.job_manager
-        while True:
-            (job,) = await manager.list_jobs_async(id=job_id)
-            if job.status == Status.SUCCEEDED.value:
-                return
-            if job.status in (Status.FAILED.value, Status.CANCELLED.value, Status.ABORTED.value):
-                raise FleetJobError(f"{what}: job {job_id} {job.status}")
+        pending = set(job_ids)
+        failed: dict[int, str] = {}
+        while pending:
+            rows = await self.app.connector.execute_query_all_async(_STATUSES, ids=list(pending))
+            for row in rows:
+                if row["status"] == Status.SUCCEEDED.value:
+                    pending.discard(row["id"])
+                elif row["status"] not in _LIVE:
+                    pending.discard(row["id"])
+                    failed[row["id"]] = row["status"]
+            if not pending:
+                break
+            # one loop per driver sweeps, so a job is put back once; another driver may still beat us to it
             for stalled in await manager.get_stalled_jobs(queue=QUEUE, seconds_since_heartbeat=STALLED_AFTER):
-                await manager.retry_job(stalled)
+                with contextlib.suppress(ConnectorException):
+                    await manager.retry_job(stalled)
             await asyncio.sleep(POLL)
+        return failed
 
 
 async def fleet_train(
@@ -176,7 +205,7 @@ async def fleet_train(
         local_worker: Also work on the queue in this process (with the run's concurrency).
     """
     async with open_backends(db, pool_size=pool_size_for(context.concurrency)) as backends, open_app(db) as app:
-        driver = FleetDriver(context, app=app, backends=backends, run_dir=run_dir, on_problem=on_problem)
+        driver = FleetDriver(context, app=app, backends=backends, run_dir=run_dir, on_problem=on_problem, results=db)
         worker = None
         if local_worker:
             options = _worker_options(backends, context.concurrency)

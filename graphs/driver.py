@@ -18,7 +18,7 @@ from typing import Any
 
 from causal_grpo.graphs.training import build_training_graph
 from causal_grpo.memory.bank import ExperienceBank
-from causal_grpo.memory.results import ProblemRecord, ResultsDB, RolloutRecord
+from causal_grpo.memory.results import ProblemRecord, Results, RolloutRecord, open_results
 from causal_grpo.memory.schemas import BANKS
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore
@@ -78,7 +78,7 @@ class TrainingResult(BaseModel):
         return {**self.model_dump(mode="json"), "accuracy": self.accuracy}
 
 
-def record_results(db: ResultsDB, run: str, state: dict[str, Any], outcome: ProblemOutcome) -> None:
+def record_results(db: Results, run: str, state: dict[str, Any], outcome: ProblemOutcome) -> None:
     """Upsert a finished problem's rows; a critic row's `rollout` is the generator it fused."""
     problem_id = state["problem"]["id"]
     db.record_rollouts(
@@ -168,13 +168,16 @@ class Driver:
         checkpointer: BaseCheckpointSaver,
         run_dir: Path | None = None,
         on_problem: Callable[[ProblemOutcome], None] | None = None,
+        results: str | Path | None = None,
     ) -> None:
+        """`results` is where the result rows go (a PostgreSQL URL or a file); default `<run_dir>/results.db`."""
         self.context = context
         self.store = store
         self.run_dir = run_dir
         self.on_problem = on_problem or (lambda _: None)
         self.graph = build_training_graph().compile(checkpointer=checkpointer, store=store)
-        self.results = ResultsDB(run_dir / "results.db") if run_dir is not None else None
+        target = results or (run_dir / "results.db" if run_dir is not None else None)
+        self.results = open_results(target) if target is not None else None
 
     def _config(self, epoch: int, problem: Problem, stage: str | None = None) -> dict[str, Any]:
         tid = thread_id(self.context.run, epoch, problem.id, stage or self.context.stage)
@@ -190,8 +193,8 @@ class Driver:
             payload["rollouts"] = stored.values["rollouts"]
         return payload
 
-    async def _until_learn(self, epoch: int, problem: Problem, rank: int = 0) -> str:
-        """Run a problem up to its bank update; 'finished' if it was done before."""
+    async def until_learn(self, epoch: int, problem: Problem, rank: int = 0) -> str:
+        """Run a problem up to its bank update; 'finished' if it was done before, else 'ready'."""
         problem_rank.set(rank)  # this task's model calls queue behind the batch's earlier problems
         config = self._config(epoch, problem)
         snapshot = await self.graph.aget_state(config)
@@ -203,13 +206,24 @@ class Driver:
         await self.graph.ainvoke(payload, config, context=self.context, interrupt_before=["learn"])
         return "ready"
 
-    async def _learn(self, epoch: int, problem: Problem) -> dict[str, Any]:
+    async def until_learn_batch(self, epoch: int, batch: list[Problem]) -> list[str | BaseException]:
+        """Run a batch's problems side by side up to their bank updates; a problem's exception is its phase."""
+        return await asyncio.gather(
+            *(self.until_learn(epoch, p, rank) for rank, p in enumerate(batch)), return_exceptions=True
+        )
+
+    async def learn(self, epoch: int, problem: Problem) -> dict[str, Any]:
+        """Apply a problem's bank update (if not applied yet) and return its finished state."""
         config = self._config(epoch, problem)
         snapshot = await self.graph.aget_state(config)
         if snapshot.next:
             await self.graph.ainvoke(None, config, context=self.context)
             snapshot = await self.graph.aget_state(config)
         return snapshot.values
+
+    async def learn_batch(self, epoch: int, problems: list[Problem]) -> list[dict[str, Any]]:
+        """Apply the bank updates of a batch's problems one at a time, in the order given (dataset order)."""
+        return [await self.learn(epoch, problem) for problem in problems]
 
     async def bank_sizes(self) -> dict[str, int]:
         """Live experiences per bank."""
@@ -241,10 +255,8 @@ class Driver:
         for epoch in range(1, epochs + 1):
             for start in range(0, len(problems), batch_size):
                 batch = problems[start : start + batch_size]
-                phases = await asyncio.gather(
-                    *(self._until_learn(epoch, p, rank) for rank, p in enumerate(batch)), return_exceptions=True
-                )
-                finished = [await self._finish(epoch, p, phase) for p, phase in zip(batch, phases, strict=True)]
+                phases = await self.until_learn_batch(epoch, batch)
+                finished = await self._finish(epoch, batch, phases)
                 await self._record(epoch, [(o, s) for o, s in finished if s is not None])
                 sizes = await self.bank_sizes()
                 for outcome, _ in finished:
@@ -256,28 +268,36 @@ class Driver:
                 await self.export_banks()
 
     async def _finish(
-        self, epoch: int, problem: Problem, phase: str | BaseException
-    ) -> tuple[ProblemOutcome, dict[str, Any] | None]:
-        """Apply a problem's bank update (in batch order); a failure is recorded, not raised."""
-        if isinstance(phase, ModelAccessError) or (
-            isinstance(phase, BaseException) and not isinstance(phase, Exception)
-        ):
-            raise phase
-        if isinstance(phase, Exception):
-            failed = ProblemOutcome(
-                id=problem.id, epoch=epoch, dataset=problem.dataset, status="failed", error=_one_line(phase)
-            )
-            return failed, None
-        state = await self._learn(epoch, problem)
-        return outcome_of(state, epoch, "skipped" if phase == "finished" else "done"), state
+        self, epoch: int, batch: list[Problem], phases: list[str | BaseException]
+    ) -> list[tuple[ProblemOutcome, dict[str, Any] | None]]:
+        """Apply the bank updates of a batch's ready problems in batch order; a problem's failure is recorded."""
+        for phase in phases:
+            if isinstance(phase, ModelAccessError) or (
+                isinstance(phase, BaseException) and not isinstance(phase, Exception)
+            ):
+                raise phase
+        ready = [p for p, phase in zip(batch, phases, strict=True) if isinstance(phase, str)]
+        states = iter(await self.learn_batch(epoch, ready))
+        finished: list[tuple[ProblemOutcome, dict[str, Any] | None]] = []
+        for problem, phase in zip(batch, phases, strict=True):
+            if isinstance(phase, str):
+                state = next(states)
+                finished.append((outcome_of(state, epoch, "skipped" if phase == "finished" else "done"), state))
+            else:
+                error = _one_line(phase)
+                failed = ProblemOutcome(
+                    id=problem.id, epoch=epoch, dataset=problem.dataset, status="failed", error=error
+                )
+                finished.append((failed, None))
+        return finished
 
     async def _record(self, epoch: int, finished: list[tuple[ProblemOutcome, dict[str, Any]]]) -> None:
         """Exports and result rows of a batch's finished problems, in one pass per file."""
-        if self.run_dir is None or self.results is None or not finished:
-            return
-        await asyncio.to_thread(write_problems, self.run_dir, [s for _, s in finished], epoch)
-        for outcome, state in finished:
-            await asyncio.to_thread(record_results, self.results, self.context.run, state, outcome)
+        if self.run_dir is not None and finished:
+            await asyncio.to_thread(write_problems, self.run_dir, [s for _, s in finished], epoch)
+        if self.results is not None:
+            for outcome, state in finished:
+                await asyncio.to_thread(record_results, self.results, self.context.run, state, outcome)
 
 
 def _one_line(error: BaseException) -> str:

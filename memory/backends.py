@@ -124,10 +124,15 @@ async def _connect_postgres(url: str) -> psycopg.AsyncConnection:
     try:
         return await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
     except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()
-        raise BackendUnavailable(
-            f"cannot connect to PostgreSQL at {redact(url)}: {reason[0] if reason else type(exc).__name__}"
-        ) from exc
+        raise unavailable(url, exc) from exc
+
+
+def unavailable(url: str, error: Exception) -> BackendUnavailable:
+    """The one-line error for a PostgreSQL server that refused a connection (no password in it)."""
+    reason = str(error).strip().splitlines()
+    return BackendUnavailable(
+        f"cannot connect to PostgreSQL at {redact(url)}: {reason[0] if reason else type(error).__name__}"
+    )
 
 
 @asynccontextmanager

@@ -14,8 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import NoneType
-from typing import Any, get_args
+from typing import Any, Protocol, get_args
 
+from causal_grpo.memory.backends import POSTGRES_SCHEMES
 from causal_grpo.memory.schemas import utcnow
 from pydantic import BaseModel, Field
 from sqlite_utils import Database
@@ -89,21 +90,44 @@ class EvalRecord(BaseModel):
 
 
 @dataclass(frozen=True)
-class _Table:
+class Table:
+    """A results table: its rows' model, primary key and the fields stored as JSON."""
+
     name: str
     model: type[BaseModel]
     pk: tuple[str, ...]
     json_fields: tuple[str, ...]
 
 
-ROLLOUTS = _Table(
+ROLLOUTS = Table(
     "rollouts",
     RolloutRecord,
     ("run", "epoch", "problem_id", "agent", "rollout"),
     ("experiences_seen", "errors", "scaffold"),
 )
-PROBLEMS = _Table("problems", ProblemRecord, ("run", "epoch", "problem_id"), ("group_accuracy",))
-EVALUATIONS = _Table("evaluations", EvalRecord, ("run", "eval_id", "dataset"), ())
+PROBLEMS = Table("problems", ProblemRecord, ("run", "epoch", "problem_id"), ("group_accuracy",))
+EVALUATIONS = Table("evaluations", EvalRecord, ("run", "eval_id", "dataset"), ())
+
+
+class Results(Protocol):
+    """Where a run's result rows go: `ResultsDB` (SQLite) or `PostgresResultsDB`."""
+
+    def record_rollouts(self, records: Iterable[RolloutRecord]) -> int: ...
+    def record_problem(self, record: ProblemRecord) -> None: ...
+    def record_evaluations(self, records: Iterable[EvalRecord]) -> int: ...
+    def rollouts(self, run: str) -> list[RolloutRecord]: ...
+    def problems(self, run: str) -> list[ProblemRecord]: ...
+    def evaluations(self, run: str) -> list[EvalRecord]: ...
+    def close(self) -> None: ...
+
+
+def open_results(target: str | Path) -> Results:
+    """The results of a run: a `results.db` file at a path, or the result tables of a PostgreSQL database URL."""
+    if str(target).startswith(POSTGRES_SCHEMES):
+        from causal_grpo.memory.results_postgres import PostgresResultsDB
+
+        return PostgresResultsDB(str(target))
+    return ResultsDB(target)
 
 
 def results_path(home: str | Path, run: str) -> Path:
@@ -131,7 +155,7 @@ class ResultsDB:
             columns = {field: _column_type(info.annotation) for field, info in table.model.model_fields.items()}
             self.db.table(table.name).create(columns, pk=table.pk, not_null=set(table.pk), if_not_exists=True)
 
-    def _upsert(self, table: _Table, records: Iterable[BaseModel]) -> int:
+    def _upsert(self, table: Table, records: Iterable[BaseModel]) -> int:
         rows = [r.model_dump(mode="json") for r in records]
         for row in rows:
             row.update({field: json.dumps(row[field]) for field in table.json_fields})
@@ -139,7 +163,7 @@ class ResultsDB:
             self.db.table(table.name).upsert_all(rows, pk=table.pk)
         return len(rows)
 
-    def _read(self, table: _Table, run: str) -> list[Any]:
+    def _read(self, table: Table, run: str) -> list[Any]:
         with self._lock:
             rows = list(self.db.table(table.name).rows_where("run = ?", [run], order_by=", ".join(table.pk)))
         for row in rows:

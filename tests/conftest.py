@@ -1,9 +1,19 @@
-"""Shared fixtures: one simulator per session, fresh stores, the anyio backend."""
+"""Shared fixtures: one simulator per session, fresh stores, PostgreSQL databases, the anyio backend.
+
+PostgreSQL tests take the server from `CAUSAL_GRPO_TEST_DB` (default: the local one with trust auth) and
+create databases of their own, dropped afterwards. With no server reachable they skip, unless
+`CAUSAL_GRPO_REQUIRE_POSTGRES=1` (CI) turns that into a failure.
+"""
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.store.memory import InMemoryStore
@@ -11,6 +21,33 @@ from langgraph.store.memory import InMemoryStore
 from causal_grpo.context import Context
 from causal_grpo.simulator.config import SimulatorConfig
 from causal_grpo.simulator.runner import SimulatorServer
+
+PG_SERVER = os.environ.get("CAUSAL_GRPO_TEST_DB", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """The URL of a new, empty database on the test server, dropped on exit."""
+    try:
+        admin = psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=3)
+    except psycopg.Error as exc:
+        reason = f"no PostgreSQL server at CAUSAL_GRPO_TEST_DB ({urlsplit(PG_SERVER).hostname}): {exc}".splitlines()[0]
+        if os.environ.get("CAUSAL_GRPO_REQUIRE_POSTGRES") == "1":
+            pytest.fail(reason + " (CAUSAL_GRPO_REQUIRE_POSTGRES=1)")
+        pytest.skip(reason)
+    name = f"causal_grpo_test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield urlsplit(PG_SERVER)._replace(path=f"/{name}").geturl()
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def new_database() -> Callable[[], AbstractContextManager[str]]:
+    """`with new_database() as url:` a fresh PostgreSQL database (see `fresh_database`)."""
+    return fresh_database
 
 
 @pytest.fixture(scope="session")

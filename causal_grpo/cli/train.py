@@ -56,9 +56,13 @@ def train(
         ),
     ] = None,
     fleet: Annotated[
-        bool, typer.Option(help="Queue problems and bank updates as jobs in the --db PostgreSQL for workers.")
-    ] = False,
-    local_worker: Annotated[bool, typer.Option(help="With --fleet, also work in this process.")] = True,
+        bool | None,
+        typer.Option(
+            "--fleet/--no-fleet",
+            help="Queue problems and bank updates as jobs for `causal-grpo worker`s (default: with a PostgreSQL --db).",
+        ),
+    ] = None,
+    local_worker: Annotated[bool, typer.Option(help="In a fleet run, also work in this process.")] = True,
     config: Annotated[Path | None, typer.Option(help="Optional config file (JSON or TOML).")] = None,
     verbose: Annotated[bool, typer.Option(help="Log prompts and responses.")] = False,
 ) -> None:

@@ -1,25 +1,22 @@
-"""The PostgreSQL backend: a simulated run through it, parity with SQLite, and the banks' journal on it.
+"""The PostgreSQL backend in one process: a simulated run through it, parity with SQLite, the banks' journal on it.
 
-The server comes from `CAUSAL_GRPO_TEST_DB` (default: the local one with trust auth); the module creates
-a database of its own and drops it afterwards. With no server reachable the tests skip, unless
-`CAUSAL_GRPO_REQUIRE_POSTGRES=1` (CI) turns that into a failure.
+The module creates a database of its own (see `fresh_database`) and empties it after each test; the
+fleet's tests, which also use the job queue's tables, are in `test_fleet.py`.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 from causal_grpo.memory.backends import open_backends
 from causal_grpo.memory.bank import ExperienceBank
+from causal_grpo.memory.results import open_results
 from causal_grpo.memory.schemas import BANKS
 from langgraph.store.base import BaseStore
 
@@ -28,7 +25,6 @@ from causal_grpo.problems import load_problems
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
-SERVER = os.environ.get("CAUSAL_GRPO_TEST_DB", "postgresql://postgres@127.0.0.1:5432/test")
 # The only fields that legitimately differ between two runs of the same work: an experience's wall-clock
 # stamps (`created_at`, `updated_at`) and a rollout's wall time (`seconds`). Everything else (scaffolds,
 # answers, rewards and their details, token usage, extractions, experience ids, contents and counters)
@@ -61,22 +57,10 @@ globals().update(_bank_tests())
 
 
 @pytest.fixture(scope="module")
-def server_db() -> Iterator[str]:
+def server_db(new_database) -> Iterator[str]:
     """A fresh database on the test server for this module, dropped afterwards."""
-    try:
-        admin = psycopg.connect(SERVER, autocommit=True, connect_timeout=3)
-    except psycopg.Error as exc:
-        reason = f"no PostgreSQL server at CAUSAL_GRPO_TEST_DB ({urlsplit(SERVER).hostname}): {exc}".splitlines()[0]
-        if os.environ.get("CAUSAL_GRPO_REQUIRE_POSTGRES") == "1":
-            pytest.fail(reason + " (CAUSAL_GRPO_REQUIRE_POSTGRES=1)")
-        pytest.skip(reason)
-    name = f"causal_grpo_test_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield urlsplit(SERVER)._replace(path=f"/{name}").geturl()
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with new_database() as url:
+        yield url
 
 
 @pytest.fixture
@@ -125,7 +109,7 @@ async def test_a_run_through_postgres_completes_grows_the_banks_and_resumes_for_
 ):
     problems = load_problems("full", 3)
     ctx = make_sim_context("pg-run")
-    result = await atrain(problems, context=ctx, home=tmp_path, db=pg_url, batch_size=3)
+    result = await atrain(problems, context=ctx, home=tmp_path, db=pg_url, fleet=False, batch_size=3)
     assert [p.status for p in result.problems] == ["done"] * 3
     assert sum(result.bank_sizes.values()) > 0
     assert not (run_dir(tmp_path, ctx.run) / "state.sqlite").exists()
@@ -136,7 +120,7 @@ async def test_a_run_through_postgres_completes_grows_the_banks_and_resumes_for_
     assert sizes == result.bank_sizes and finished is not None
 
     before = simulator.stats()["requests"]
-    again = await atrain(problems, context=ctx, home=tmp_path, db=pg_url, batch_size=3)
+    again = await atrain(problems, context=ctx, home=tmp_path, db=pg_url, fleet=False, batch_size=3)
     assert [p.status for p in again.problems] == ["skipped"] * 3
     assert again.usage.calls == 0 and simulator.stats()["requests"] == before
     assert again.bank_sizes == result.bank_sizes
@@ -146,21 +130,23 @@ async def test_the_same_run_through_sqlite_and_postgres_exports_the_same(pg_url,
     problems = load_problems("full", 4)
     ctx = make_sim_context("parity")
     on_sqlite = await atrain(problems, context=ctx, home=tmp_path / "sqlite", batch_size=2)
-    on_postgres = await atrain(problems, context=ctx, home=tmp_path / "pg", db=pg_url, batch_size=2)
+    on_postgres = await atrain(problems, context=ctx, home=tmp_path / "pg", db=pg_url, fleet=False, batch_size=2)
     assert on_sqlite.usage.calls > 0 and sum(on_sqlite.bank_sizes.values()) > 0
     assert on_postgres.bank_sizes == on_sqlite.bank_sizes
     exported = _exports(run_dir(tmp_path / "sqlite", ctx.run))
     assert {"generator_1_rollouts.jsonl", "critic_results.jsonl", "generator_1_experiences.json"} <= set(exported)
     assert _exports(run_dir(tmp_path / "pg", ctx.run)) == exported
-
-
-async def test_a_fleet_run_with_its_local_worker_exports_what_the_in_process_run_does(
-    pg_url, make_sim_context, tmp_path
-):
-    problems = load_problems("full", 4)
-    ctx = make_sim_context("fleet-parity")
-    in_process = await atrain(problems, context=ctx, home=tmp_path / "sqlite", batch_size=2)
-    queued = await atrain(problems, context=ctx, home=tmp_path / "fleet", db=pg_url, fleet=True, batch_size=2)
-    assert [p.status for p in queued.problems] == ["done"] * 4
-    assert queued.bank_sizes == in_process.bank_sizes and queued.usage.calls == in_process.usage.calls
-    assert _exports(run_dir(tmp_path / "fleet", ctx.run)) == _exports(run_dir(tmp_path / "sqlite", ctx.run))
+    # the result rows went to the PostgreSQL database, row for row what results.db holds
+    pg, sqlite = open_results(pg_url), open_results(run_dir(tmp_path / "sqlite", ctx.run) / "results.db")
+    try:
+        assert len(pg.rollouts(ctx.run)) > 0
+        assert _without_clock([r.model_dump() for r in pg.rollouts(ctx.run)]) == _without_clock(
+            [r.model_dump() for r in sqlite.rollouts(ctx.run)]
+        )
+        assert [p.model_dump(exclude={"seconds"}) for p in pg.problems(ctx.run)] == [
+            p.model_dump(exclude={"seconds"}) for p in sqlite.problems(ctx.run)
+        ]
+    finally:
+        pg.close()
+        sqlite.close()
+    assert not (run_dir(tmp_path / "pg", ctx.run) / "results.db").exists()

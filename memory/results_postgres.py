@@ -1,0 +1,106 @@
+"""The results tables of a run kept in PostgreSQL: the same rows as `results.db`, in the run's own database.
+
+A run with `--db postgresql://...` keeps its checkpoints, banks and job queue in one database; its result
+rows go there too (`causal_grpo_rollouts`, `causal_grpo_problems`, `causal_grpo_evaluations`), so every
+machine of a fleet and every ad-hoc query sees one copy. Rows are upserted on their primary keys, as in
+SQLite. The interface is `ResultsDB`'s; writes come from `asyncio.to_thread`, so one synchronous
+connection behind a lock serves them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from types import NoneType
+from typing import Any, get_args
+
+from causal_grpo.memory.backends import CONNECT_TIMEOUT, unavailable
+from causal_grpo.memory.results import EVALUATIONS, PROBLEMS, ROLLOUTS, EvalRecord, ProblemRecord, RolloutRecord, Table
+from pydantic import BaseModel
+
+PREFIX = "causal_grpo_"
+_SETUP_LOCK = 0x63677273  # advisory lock key around creating the tables: CREATE IF NOT EXISTS races
+
+
+def _column(table: Table, field: str, annotation: Any) -> str:
+    if field in table.json_fields:
+        kind = "jsonb"
+    else:
+        base = next((a for a in get_args(annotation) if a is not NoneType), annotation)
+        kind = {int: "bigint", float: "double precision", bool: "boolean"}.get(base, "text")
+    return f"{field} {kind}" + (" NOT NULL" if field in table.pk else "")
+
+
+def _create(table: Table) -> str:
+    columns = [_column(table, f, info.annotation) for f, info in table.model.model_fields.items()]
+    return (
+        f"CREATE TABLE IF NOT EXISTS {PREFIX}{table.name} ({', '.join(columns)}, PRIMARY KEY ({', '.join(table.pk)}))"
+    )
+
+
+class PostgresResultsDB:
+    """A run's result rows in PostgreSQL (tables created on first use)."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        self._json = psycopg.types.json.Jsonb
+        self._lock = threading.Lock()
+        try:
+            self.conn = psycopg.connect(url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT)
+        except psycopg.Error as exc:
+            raise unavailable(url, exc) from exc
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
+            for table in (ROLLOUTS, PROBLEMS, EVALUATIONS):
+                self.conn.execute(_create(table))  # type: ignore[arg-type]  # names come from our own models
+
+    def _upsert(self, table: Table, records: Iterable[BaseModel]) -> int:
+        rows = [r.model_dump(mode="json") for r in records]
+        if not rows:
+            return 0
+        fields = list(table.model.model_fields)
+        updates = ", ".join(f"{f} = EXCLUDED.{f}" for f in fields if f not in table.pk)
+        query = (
+            f"INSERT INTO {PREFIX}{table.name} ({', '.join(fields)}) VALUES ({', '.join(['%s'] * len(fields))}) "
+            f"ON CONFLICT ({', '.join(table.pk)}) DO UPDATE SET {updates}"
+        )
+        values = [[self._json(r[f]) if f in table.json_fields else r[f] for f in fields] for r in rows]
+        with self._lock, self.conn.cursor() as cursor:
+            cursor.executemany(query, values)  # type: ignore[arg-type]
+        return len(rows)
+
+    def _read(self, table: Table, run: str) -> list[Any]:
+        query = f"SELECT * FROM {PREFIX}{table.name} WHERE run = %s ORDER BY {', '.join(table.pk)}"
+        with self._lock:
+            rows = self.conn.execute(query, (run,)).fetchall()  # type: ignore[arg-type]
+        return [table.model.model_validate(row) for row in rows]
+
+    def record_rollouts(self, records: Iterable[RolloutRecord]) -> int:
+        """Insert or replace rollout rows; returns how many were written."""
+        return self._upsert(ROLLOUTS, records)
+
+    def record_problem(self, record: ProblemRecord) -> None:
+        """Insert or replace one problem's row."""
+        self._upsert(PROBLEMS, [record])
+
+    def record_evaluations(self, records: Iterable[EvalRecord]) -> int:
+        """Insert or replace evaluation rows; returns how many were written."""
+        return self._upsert(EVALUATIONS, records)
+
+    def rollouts(self, run: str) -> list[RolloutRecord]:
+        """Every rollout of a run, ordered by epoch, problem, agent and rollout index."""
+        return self._read(ROLLOUTS, run)
+
+    def problems(self, run: str) -> list[ProblemRecord]:
+        """Every problem row of a run, ordered by epoch and problem id."""
+        return self._read(PROBLEMS, run)
+
+    def evaluations(self, run: str) -> list[EvalRecord]:
+        """Every evaluation row of a run, ordered by eval id and dataset."""
+        return self._read(EVALUATIONS, run)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
