@@ -1,11 +1,12 @@
 """A run's report: one self-contained HTML page and PNG plots (matplotlib, Agg) from what the run wrote.
 
 Sources, all in the run folder: `results.db` (rollouts, problems, evaluations), `state.sqlite` (the banks,
-whose edit histories give the bank size after each problem), the export files (the order problems ran in),
-`result.json` (the model) and `eval-*.json` (baseline intervals). Each part is optional: whatever is
-missing becomes a note on the page. The page embeds every plot as a PNG data URI, so the one HTML file
-works on its own, and links each to its PNG file next to it. Text from the run (answers, experiences,
-problem ids, verdicts) is untrusted model or dataset output and is escaped.
+whose edit histories give the bank size after each problem; a PostgreSQL run has both in its database),
+the export files (the order problems ran in), `result.json` (the model) and `eval-*.json` (baseline
+intervals). Each part is optional: whatever is missing becomes a note on the page. The page embeds every
+plot as a PNG data URI, so the one HTML file works on its own, and links each to its PNG file next to it.
+Text from the run (answers, experiences, problem ids, verdicts) is untrusted model or dataset output and
+is escaped.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ from pydantic import ValidationError
 from causal_grpo.errors import CausalGrpoError
 from causal_grpo.evaluation import EvalResult
 from causal_grpo.exports import atomic_write
-from causal_grpo.memory.backends import open_backends
+from causal_grpo.memory.backends import POSTGRES_SCHEMES, open_backends
 from causal_grpo.memory.bank import ExperienceBank
 from causal_grpo.memory.manage import ManageError, load_records
-from causal_grpo.memory.results import EvalRecord, ProblemRecord, ResultsDB, RolloutRecord
+from causal_grpo.memory.results import EvalRecord, ProblemRecord, RolloutRecord, open_results
 from causal_grpo.memory.schemas import BANKS, Experience, utcnow
 
 AGENTS = ("generator_1", "generator_2", "generator_3", "critic")
@@ -220,19 +221,19 @@ def _steps(run_dir: Path, rollouts: list[RolloutRecord], problems: list[ProblemR
     return sorted(keys, key=lambda k: (k[0], position.get(k, math.inf), first_seen.get(k, ""), k[1]))
 
 
-async def _store_banks(state: Path) -> dict[str, list[Experience]]:
+async def _store_banks(state: str | Path) -> dict[str, list[Experience]]:
     async with open_backends(state) as backends:
         return {b: await ExperienceBank(b, backends.store).list(include_deleted=True) for b in BANKS}
 
 
-def _read_banks(run_dir: Path, notes: list[str]) -> dict[str, list[Experience]]:
-    """The banks from the run's store; without one, from the exported bank files (live records only)."""
-    state = run_dir / "state.sqlite"
-    if state.is_file():
+def _read_banks(run_dir: Path, notes: list[str], db: str | None = None) -> dict[str, list[Experience]]:
+    """The banks from the run's store (`db`, else its state.sqlite); without one, from the exported bank files."""
+    state = db or run_dir / "state.sqlite"
+    if db or Path(state).is_file():
         try:
             return asyncio.run(_store_banks(state))
         except Exception as exc:  # a damaged or foreign store only costs the report its bank section
-            notes.append(f"state.sqlite could not be read ({type(exc).__name__}: {exc}); banks from the exports")
+            notes.append(f"the store could not be read ({type(exc).__name__}: {exc}); banks from the exports")
     banks: dict[str, list[Experience]] = {}
     for bank in BANKS:
         path = run_dir / f"{bank}_experiences.json"
@@ -246,8 +247,8 @@ def _read_banks(run_dir: Path, notes: list[str]) -> dict[str, list[Experience]]:
     return banks
 
 
-def read_run(run_dir: Path) -> RunData:
-    """Read what a run folder holds; missing or unreadable parts become notes.
+def read_run(run_dir: Path, db: str | None = None) -> RunData:
+    """Read what a run folder (and, for a PostgreSQL run, its database `db`) holds; missing parts become notes.
 
     Raises:
         ReportError: There is no such folder.
@@ -255,20 +256,20 @@ def read_run(run_dir: Path) -> RunData:
     if not run_dir.is_dir():
         raise ReportError(f"no run folder {run_dir}")
     data = RunData(run=run_dir.name)
-    db_path = run_dir / "results.db"
     records: list[EvalRecord] = []
-    if db_path.is_file():
-        db = ResultsDB(db_path)
+    # a PostgreSQL run's rows are in its database; `eval` writes its rows to the run folder's results.db
+    for source in ([db] if db and db.startswith(POSTGRES_SCHEMES) else []) + [run_dir / "results.db"]:
+        if isinstance(source, Path) and not source.is_file():
+            continue
+        results = open_results(source)
         try:
-            data.rollouts, data.problems, records = (
-                db.rollouts(data.run),
-                db.problems(data.run),
-                db.evaluations(data.run),
-            )
+            if not data.rollouts and not data.problems:
+                data.rollouts, data.problems = results.rollouts(data.run), results.problems(data.run)
+            records += results.evaluations(data.run)
         finally:
-            db.close()
-    else:
-        data.notes.append("no results.db yet: the run has not finished a problem")
+            results.close()
+    if not data.rollouts and not data.problems:
+        data.notes.append("no results yet: the run has not finished a problem")
     summary = run_dir / "result.json"
     if summary.is_file():
         try:
@@ -277,7 +278,7 @@ def read_run(run_dir: Path) -> RunData:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             data.notes.append("result.json is not valid JSON; left out")
     data.steps = _steps(run_dir, data.rollouts, data.problems)
-    data.banks = _read_banks(run_dir, data.notes)
+    data.banks = _read_banks(run_dir, data.notes, db)
     data.evaluations = _read_evaluations(run_dir, records, data.notes)
     return data
 
@@ -771,13 +772,16 @@ def render_page(data: RunData, figures: dict[str, str], tallies: list[CriticTall
     )
 
 
-def build_report(run_dir: Path, out: Path) -> Path:
+def build_report(run_dir: Path, out: Path, db: str | None = None) -> Path:
     """Write `index.html` and the PNG plots of a run into `out`; returns the page.
+
+    Args:
+        db: The run's PostgreSQL database, if it ran on one (its result rows and banks are there).
 
     Raises:
         ReportError: `run_dir` is not a folder.
     """
-    data = read_run(Path(run_dir))
+    data = read_run(Path(run_dir), db)
     out.mkdir(parents=True, exist_ok=True)
     for name in PLOT_FILES:  # a plot this run no longer has must not linger beside the new page
         (out / name).unlink(missing_ok=True)

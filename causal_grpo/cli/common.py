@@ -12,6 +12,14 @@ from rich.console import Console
 HOME_OPTION = Annotated[
     Path, typer.Option(envvar="CAUSAL_GRPO_HOME", help="Folder holding runs (state, results, exports).")
 ]
+DB_OPTION = Annotated[
+    str | None,
+    typer.Option(
+        envvar="CAUSAL_GRPO_DB",
+        help="Checkpoints and banks (and a PostgreSQL run's results): a postgresql:// URL or a SQLite file "
+        "(default: the run's state.sqlite).",
+    ),
+]
 
 
 SIMULATED_NOTE = (

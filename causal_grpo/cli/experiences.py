@@ -1,6 +1,7 @@
 """`causal-grpo experiences`: list, show, export, import, prune, diff and roll back the experience banks of a run.
 
-A run's banks live in `<home>/runs/<run>/state.sqlite`; the logic is `causal_grpo.memory.manage`. Commands that
+A run's banks live in `<home>/runs/<run>/state.sqlite`, or in the database `--db` (before the command) names, e.g.
+a PostgreSQL one that every run of a fleet shares; the logic is `causal_grpo.memory.manage`. Commands that
 write (import, prune, history --rollback) also rewrite the run's `<bank>_experiences.json`. Run them while no
 training writes the same run: the bank locks hold within one process only.
 """
@@ -11,6 +12,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -21,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from causal_grpo.api import STATE_FILE, run_dir
-from causal_grpo.cli.common import HOME_OPTION, fail
+from causal_grpo.cli.common import DB_OPTION, HOME_OPTION, fail
 from causal_grpo.errors import CausalGrpoError
 from causal_grpo.exports import atomic_write, write_bank
 from causal_grpo.memory.backends import open_backends
@@ -64,9 +66,21 @@ def _chosen(bank: str | None) -> list[str]:
     return list(BANKS) if bank in (None, "all") else [bank]
 
 
+_db: ContextVar[str | None] = ContextVar("experiences_db", default=None)
+
+
+@app.callback()
+def _options(db: DB_OPTION = None) -> None:
+    _db.set(db)  # asyncio.run copies this context into the command's coroutine
+
+
 @asynccontextmanager
 async def _store(home: Path, run: str, *, create: bool = False) -> AsyncIterator[BaseStore]:
-    """A run's store; a missing run is an error unless `create` (import makes the run)."""
+    """A run's store (`--db`, else its state.sqlite); a missing run is an error unless `create` (import makes it)."""
+    if db := _db.get():
+        async with open_backends(db) as backends:
+            yield backends.store
+        return
     path = run_dir(home, run) / STATE_FILE
     if not create and not path.exists():
         raise ManageError(f"no run {run!r} in {Path(home).expanduser()} (no {path})")

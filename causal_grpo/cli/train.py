@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from causal_grpo.api import atrain, run_dir
-from causal_grpo.cli.common import HOME_OPTION, SIMULATED_NOTE, Split, fail, parse_generators
+from causal_grpo.cli.common import DB_OPTION, HOME_OPTION, SIMULATED_NOTE, Split, fail, parse_generators
 from causal_grpo.errors import CausalGrpoError
 from causal_grpo.exports import atomic_write
 from causal_grpo.problems import load_problems, select_split
@@ -48,13 +48,7 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Seed (the simulator's, and ours).")] = None,
     run: Annotated[str, typer.Option(help="Run name: its folder, threads and banks.")] = "default",
     home: HOME_OPTION = Path("~/.causal-grpo"),
-    db: Annotated[
-        str | None,
-        typer.Option(
-            envvar="CAUSAL_GRPO_DB",
-            help="Checkpoints and banks: a postgresql:// URL or a SQLite file (default: the run's state.sqlite).",
-        ),
-    ] = None,
+    db: DB_OPTION = None,
     fleet: Annotated[
         bool | None,
         typer.Option(

@@ -24,8 +24,10 @@ from causal_grpo.memory.backends import open_backends
 from causal_grpo.memory.bank import ExperienceBank
 from causal_grpo.memory.results import open_results
 from causal_grpo.memory.schemas import BANKS
+from typer.testing import CliRunner
 
 from causal_grpo.api import atrain, run_dir
+from causal_grpo.cli import app
 from causal_grpo.context import Context
 from causal_grpo.fleet import STALLED_AFTER
 from causal_grpo.problems import load_problems
@@ -36,6 +38,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 CLOCK_FIELDS = {"created_at", "updated_at", "seconds"}  # as in test_postgres.py: wall-clock stamps only
 WORKER = Path(sys.executable).parent / "causal-grpo"
+runner = CliRunner()
 
 
 @pytest.fixture
@@ -224,3 +227,32 @@ async def test_bank_updates_queued_together_run_one_at_a_time_in_dataset_order(d
     assert all(ended <= next_began for (_, _, _, ended), (_, _, next_began, _) in itertools.pairwise(spans))
     assert _exports(run_dir(tmp_path / "fleet", ctx.run)) == _exports(run_dir(tmp_path / "sqlite", ctx.run))
     assert result.bank_sizes == baseline.bank_sizes
+
+
+def test_the_cli_trains_on_postgres_and_reads_the_run_back_from_it(db, simulator, tmp_path):
+    """`train --db URL` queues the run; `experiences --db` and `report --db` read its banks and rows there."""
+    home, run = tmp_path / "home", "cli-pg"
+    common = ["--run", run, "--home", str(home)]
+    trained = runner.invoke(
+        app,
+        ["train", "--model", "simulated", "--base-url", simulator.base_url, "--max-problems", "3", "--seed", "7"]
+        + ["--generators", "1", "--rollouts", "3", "--db", db, *common],
+    )
+    assert trained.exit_code == 0, trained.output
+    result = json.loads((run_dir(home, run) / "result.json").read_text())
+    assert [p["status"] for p in result["problems"]] == ["done"] * 3
+    assert {j["task_name"] for j in _jobs(db)} == {"causal_grpo:run_problem", "causal_grpo:learn"}
+
+    listed = runner.invoke(app, ["experiences", "--db", db, "list", "--json", *common])
+    assert listed.exit_code == 0, listed.output
+    banks = json.loads(listed.output)
+    assert {b: len(records) for b, records in banks.items()} == result["bank_sizes"]
+    assert sum(result["bank_sizes"].values()) > 0
+    without_db = runner.invoke(app, ["experiences", "list", *common])  # the run has no state.sqlite of its own
+    assert without_db.exit_code == 1 and "no run 'cli-pg'" in without_db.output
+
+    reported = runner.invoke(app, ["report", "--db", db, *common])
+    assert reported.exit_code == 0, reported.output
+    page = (run_dir(home, run) / "report" / "index.html").read_text()
+    assert "no results yet" not in page and "no state.sqlite" not in page
+    assert (run_dir(home, run) / "report" / "rewards.png").is_file()

@@ -170,7 +170,7 @@ def test_an_empty_run_gives_a_page_of_notes(tmp_path: Path) -> None:
     folder.mkdir(parents=True)
     page = build_report(folder, folder / "report")
     text = page.read_text(encoding="utf-8")
-    assert "no results.db yet" in text and NO_EVAL in text and "no rollouts yet" in text
+    assert "no results yet" in text and NO_EVAL in text and "no rollouts yet" in text
     assert not list(page.parent.glob("*.png"))
     assert not (folder / "results.db").exists()  # reading never creates a run's files
     with pytest.raises(ReportError, match="no run folder"):
