@@ -1,10 +1,11 @@
 """Scale-out: a run's problems and bank updates as procrastinate jobs in PostgreSQL, run by any number of workers.
 
-The driver (`fleet_train`, behind `causal-grpo train --db postgresql://... --fleet`) is the single-process
+The driver (`fleet_train`, behind `causal-grpo train --db postgresql://...`) is the single-process
 `Driver` with its two steps turned into jobs, so batches, their barrier and the order of bank updates are
 the same: a batch's problems are queued as `run_problem` jobs (queueing lock `problem:<thread id>`, so a
 problem is never queued twice) that run each problem's thread up to `learn`; once all have stopped there,
-their `learn` jobs are queued one at a time in dataset order. Every `learn` job holds the lock `BANKS_LOCK`
+their `learn` jobs are queued together in dataset order, and procrastinate runs the jobs of one lock one
+at a time in the order they were queued (retries keep their place). Every `learn` job holds `BANKS_LOCK`
 (the banks are shared by every run in a database, and one update may touch the shared bank and an agent's),
 so one bank writer runs at a time across every machine, and the journal of `ExperienceBank.apply` keeps a
 retried update from applying twice. A job runs on the problem's own thread id, so a retried job resumes
@@ -45,6 +46,7 @@ _LIVE = (Status.TODO.value, Status.DOING.value)
 _STATUSES = "SELECT id, status FROM procrastinate_jobs WHERE id = ANY(%(ids)s)"
 _SCHEMA_LOCK = 0x63677271  # advisory lock key around creating procrastinate's tables
 
+
 class FleetJobError(CausalGrpoError):
     """A job of the run failed on every attempt."""
 
@@ -59,9 +61,9 @@ async def run_problem(job: JobContext, context: dict[str, Any], epoch: int, prob
     await _worker_driver(job, context).until_learn(epoch, Problem.model_validate(problem))
 
 
-async def learn(job: JobContext, context: dict[str, Any], epoch: int, problem: dict[str, Any]) -> None:
-    """Apply a problem's bank update and finish its thread."""
-    await _worker_driver(job, context).learn(epoch, Problem.model_validate(problem))
+async def learn(job: JobContext, context: dict[str, Any], epoch: int, problems: list[dict[str, Any]]) -> None:
+    """Apply a batch's bank updates in order and finish their threads (a retry skips the ones already done)."""
+    await _worker_driver(job, context).learn_batch(epoch, [Problem.model_validate(p) for p in problems])
 
 
 async def _ensure_schema(url: str) -> None:
@@ -94,7 +96,8 @@ def _worker_options(backends: Backends, concurrency: int) -> dict[str, Any]:
         "additional_context": {"backends": backends},
         "update_heartbeat_interval": HEARTBEAT,
         "stalled_worker_timeout": STALLED_AFTER,
-        "fetch_job_polling_interval": 1.0,
+        # a job held back by a lock or a retry delay is seen at the next poll: LISTEN/NOTIFY only tells of new jobs
+        "fetch_job_polling_interval": POLL,
     }
 
 
@@ -112,58 +115,57 @@ class FleetDriver(Driver):
         self.app = app
 
     async def until_learn_batch(self, epoch: int, batch: list[Problem]) -> list[str | BaseException]:
-        phases: list[str | BaseException] = []
-        jobs: dict[int, int] = {}  # batch index -> job id
-        for rank, problem in enumerate(batch):
-            snapshot = await self.graph.aget_state(self._config(epoch, problem))
-            if snapshot.values and not snapshot.next:
-                phases.append("finished")
-                continue
-            phases.append("ready")
-            # workers take a batch's earlier problems first, as the in-process driver's model calls go first
-            lock = f"problem:{self._tid(epoch, problem)}"
-            jobs[rank] = await self._job("run_problem", epoch, problem, queueing_lock=lock, priority=-rank)
-        failed = await self._wait(list(jobs.values()))
-        for rank, job_id in jobs.items():
-            if job_id in failed:
-                phases[rank] = FleetJobError(
-                    f"run_problem {self._tid(epoch, batch[rank])}: job {job_id} {failed[job_id]}"
+        snapshots = [await self.graph.aget_state(self._config(epoch, p)) for p in batch]
+        phases: list[str | BaseException] = ["finished" if s.values and not s.next else "ready" for s in snapshots]
+        todo = [rank for rank, phase in enumerate(phases) if phase == "ready"]
+        locks = {rank: self._lock("problem", epoch, [batch[rank]]) for rank in todo}
+        # workers take a batch's earlier problems first, as the in-process driver's model calls go first
+        ids = await asyncio.gather(
+            *(
+                self._job(
+                    "run_problem",
+                    {"epoch": epoch, "problem": batch[rank].model_dump(mode="json")},
+                    queueing_lock=locks[rank],
+                    priority=-rank,
                 )
+                for rank in todo
+            )
+        )
+        failed = await self._wait(list(ids))
+        for rank, job_id in zip(todo, ids, strict=True):
+            if job_id in failed:
+                phases[rank] = FleetJobError(f"{locks[rank]}: job {job_id} {failed[job_id]}")
         return phases
 
     async def learn_batch(self, epoch: int, problems: list[Problem]) -> list[dict[str, Any]]:
-        # queued in dataset order under one lock, the updates run one at a time in that order on any worker
-        jobs = []
-        for problem in problems:
-            if (await self.graph.aget_state(self._config(epoch, problem))).next:
-                lock = f"learn:{self._tid(epoch, problem)}"
-                jobs.append(await self._job("learn", epoch, problem, queueing_lock=lock, lock=BANKS_LOCK))
-        if failed := await self._wait(jobs):
-            raise FleetJobError(
-                f"bank updates of epoch {epoch} failed: " + ", ".join(f"job {i} {s}" for i, s in failed.items())
-            )
+        # one job applies the batch's updates in dataset order; BANKS_LOCK makes it the only bank writer
+        waiting = [p for p in problems if (await self.graph.aget_state(self._config(epoch, p))).next]
+        if waiting:
+            lock = self._lock("learn", epoch, waiting)
+            args = {"epoch": epoch, "problems": [p.model_dump(mode="json") for p in waiting]}
+            job_id = await self._job("learn", args, queueing_lock=lock, lock=BANKS_LOCK)
+            if failed := await self._wait([job_id]):
+                raise FleetJobError(f"{lock}: job {job_id} {failed[job_id]}")
         return [(await self.graph.aget_state(self._config(epoch, p))).values for p in problems]
 
-    def _tid(self, epoch: int, problem: Problem) -> str:
-        return thread_id(self.context.run, epoch, problem.id, self.context.stage)
+    def _lock(self, task: str, epoch: int, problems: list[Problem]) -> str:
+        """A job's queueing lock: the task and the thread ids of its problems."""
+        tids = [thread_id(self.context.run, epoch, p.id, self.context.stage) for p in problems]
+        return f"{task}:{tids[0]}" + (f"..{tids[-1]}({len(tids)})" if len(tids) > 1 else "")
 
-    async def _job(self, task: str, epoch: int, problem: Problem, **options: Any) -> int:
+    async def _job(self, task: str, args: dict[str, Any], *, queueing_lock: str, **options: Any) -> int:
         """Queue one job, or find the one already queued or running under its queueing lock (a restarted driver)."""
-        lock = options["queueing_lock"]
+        manager = self.app.job_manager
         for _ in range(2):
-            live = [j for j in await self.app.job_manager.list_jobs_async(queueing_lock=lock) if j.status in _LIVE]
+            live = [j for j in await manager.list_jobs_async(queueing_lock=queueing_lock) if j.status in _LIVE]
             if live:
                 return live[0].id
-            args = {
-                "context": self.context.model_dump(mode="json"),
-                "epoch": epoch,
-                "problem": problem.model_dump(mode="json"),
-            }
+            configured = self.app.configure_task(f"causal_grpo:{task}", queueing_lock=queueing_lock, **options)
             try:
-                return await self.app.configure_task(f"causal_grpo:{task}", **options).defer_async(**args)
+                return await configured.defer_async(context=self.context.model_dump(mode="json"), **args)
             except AlreadyEnqueued:  # queued by another driver between our look and our defer: wait for that one
                 continue
-        raise FleetJobError(f"{task} {self._tid(epoch, problem)}: cannot queue or find its job")
+        raise FleetJobError(f"{queueing_lock}: cannot queue or find its job")
 
     async def _wait(self, job_ids: list[int]) -> dict[int, str]:
         """Wait until every job has ended; the failed ones with their status. Puts stalled jobs back meanwhile."""
