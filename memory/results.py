@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import NoneType
-from typing import Any, Protocol, get_args
+from typing import Any, get_args
 
 from causal_grpo.memory.backends import POSTGRES_SCHEMES
 from causal_grpo.memory.schemas import utcnow
@@ -109,16 +110,42 @@ PROBLEMS = Table("problems", ProblemRecord, ("run", "epoch", "problem_id"), ("gr
 EVALUATIONS = Table("evaluations", EvalRecord, ("run", "eval_id", "dataset"), ())
 
 
-class Results(Protocol):
-    """Where a run's result rows go: `ResultsDB` (SQLite) or `PostgresResultsDB`."""
+class Results(ABC):
+    """A run's result rows; `ResultsDB` keeps them in SQLite, `PostgresResultsDB` in PostgreSQL."""
 
-    def record_rollouts(self, records: Iterable[RolloutRecord]) -> int: ...
-    def record_problem(self, record: ProblemRecord) -> None: ...
-    def record_evaluations(self, records: Iterable[EvalRecord]) -> int: ...
-    def rollouts(self, run: str) -> list[RolloutRecord]: ...
-    def problems(self, run: str) -> list[ProblemRecord]: ...
-    def evaluations(self, run: str) -> list[EvalRecord]: ...
-    def close(self) -> None: ...
+    @abstractmethod
+    def _upsert(self, table: Table, records: Iterable[BaseModel]) -> int: ...
+
+    @abstractmethod
+    def _read(self, table: Table, run: str) -> list[Any]: ...
+
+    def record_rollouts(self, records: Iterable[RolloutRecord]) -> int:
+        """Insert or replace rollout rows; returns how many were written."""
+        return self._upsert(ROLLOUTS, records)
+
+    def record_problem(self, record: ProblemRecord) -> None:
+        """Insert or replace one problem's row."""
+        self._upsert(PROBLEMS, [record])
+
+    def record_evaluations(self, records: Iterable[EvalRecord]) -> int:
+        """Insert or replace evaluation rows; returns how many were written."""
+        return self._upsert(EVALUATIONS, records)
+
+    def rollouts(self, run: str) -> list[RolloutRecord]:
+        """Every rollout of a run, ordered by epoch, problem, agent and rollout index."""
+        return self._read(ROLLOUTS, run)
+
+    def problems(self, run: str) -> list[ProblemRecord]:
+        """Every problem row of a run, ordered by epoch and problem id."""
+        return self._read(PROBLEMS, run)
+
+    def evaluations(self, run: str) -> list[EvalRecord]:
+        """Every evaluation row of a run, ordered by eval id and dataset."""
+        return self._read(EVALUATIONS, run)
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the connection."""
 
 
 def open_results(target: str | Path) -> Results:
@@ -141,7 +168,7 @@ def _column_type(annotation: Any) -> type:
     return {int: int, float: float, bool: int}.get(base, str)
 
 
-class ResultsDB:
+class ResultsDB(Results):
     """A run's results database (created on first use)."""
 
     def __init__(self, path: str | Path) -> None:
@@ -169,30 +196,6 @@ class ResultsDB:
         for row in rows:
             row.update({field: json.loads(row[field]) for field in table.json_fields if row[field] is not None})
         return [table.model.model_validate(row) for row in rows]
-
-    def record_rollouts(self, records: Iterable[RolloutRecord]) -> int:
-        """Insert or replace rollout rows; returns how many were written."""
-        return self._upsert(ROLLOUTS, records)
-
-    def record_problem(self, record: ProblemRecord) -> None:
-        """Insert or replace one problem's row."""
-        self._upsert(PROBLEMS, [record])
-
-    def record_evaluations(self, records: Iterable[EvalRecord]) -> int:
-        """Insert or replace evaluation rows; returns how many were written."""
-        return self._upsert(EVALUATIONS, records)
-
-    def rollouts(self, run: str) -> list[RolloutRecord]:
-        """Every rollout of a run, ordered by epoch, problem, agent and rollout index."""
-        return self._read(ROLLOUTS, run)
-
-    def problems(self, run: str) -> list[ProblemRecord]:
-        """Every problem row of a run, ordered by epoch and problem id."""
-        return self._read(PROBLEMS, run)
-
-    def evaluations(self, run: str) -> list[EvalRecord]:
-        """Every evaluation row of a run, ordered by eval id and dataset."""
-        return self._read(EVALUATIONS, run)
 
     def close(self) -> None:
         """Close the connection."""

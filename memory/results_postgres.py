@@ -15,7 +15,7 @@ from types import NoneType
 from typing import Any, get_args
 
 from causal_grpo.memory.backends import CONNECT_TIMEOUT, unavailable
-from causal_grpo.memory.results import EVALUATIONS, PROBLEMS, ROLLOUTS, EvalRecord, ProblemRecord, RolloutRecord, Table
+from causal_grpo.memory.results import EVALUATIONS, PROBLEMS, ROLLOUTS, Results, Table
 from pydantic import BaseModel
 
 PREFIX = "causal_grpo_"
@@ -38,7 +38,7 @@ def _create(table: Table) -> str:
     )
 
 
-class PostgresResultsDB:
+class PostgresResultsDB(Results):
     """A run's result rows in PostgreSQL (tables created on first use)."""
 
     def __init__(self, url: str) -> None:
@@ -76,30 +76,6 @@ class PostgresResultsDB:
         with self._lock:
             rows = self.conn.execute(query, (run,)).fetchall()  # type: ignore[arg-type]
         return [table.model.model_validate(row) for row in rows]
-
-    def record_rollouts(self, records: Iterable[RolloutRecord]) -> int:
-        """Insert or replace rollout rows; returns how many were written."""
-        return self._upsert(ROLLOUTS, records)
-
-    def record_problem(self, record: ProblemRecord) -> None:
-        """Insert or replace one problem's row."""
-        self._upsert(PROBLEMS, [record])
-
-    def record_evaluations(self, records: Iterable[EvalRecord]) -> int:
-        """Insert or replace evaluation rows; returns how many were written."""
-        return self._upsert(EVALUATIONS, records)
-
-    def rollouts(self, run: str) -> list[RolloutRecord]:
-        """Every rollout of a run, ordered by epoch, problem, agent and rollout index."""
-        return self._read(ROLLOUTS, run)
-
-    def problems(self, run: str) -> list[ProblemRecord]:
-        """Every problem row of a run, ordered by epoch and problem id."""
-        return self._read(PROBLEMS, run)
-
-    def evaluations(self, run: str) -> list[EvalRecord]:
-        """Every evaluation row of a run, ordered by eval id and dataset."""
-        return self._read(EVALUATIONS, run)
 
     def close(self) -> None:
         """Close the connection."""

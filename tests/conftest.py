@@ -7,14 +7,18 @@ create databases of their own, dropped afterwards. With no server reachable they
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+from causal_grpo.memory.results import open_results
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.store.memory import InMemoryStore
 
@@ -48,6 +52,58 @@ def fresh_database() -> Iterator[str]:
 def new_database() -> Callable[[], AbstractContextManager[str]]:
     """`with new_database() as url:` a fresh PostgreSQL database (see `fresh_database`)."""
     return fresh_database
+
+
+# The only fields that legitimately differ between two runs of the same work: an experience's wall-clock
+# stamps (`created_at`, `updated_at`) and a rollout's wall time (`seconds`). Everything else (scaffolds,
+# answers, rewards and their details, token usage, extractions, experience ids, contents and counters)
+# must match exactly.
+CLOCK_FIELDS = {"created_at", "updated_at", "seconds"}
+
+
+def without_clock(value: Any) -> Any:
+    """`value` with every clock field left out, at any depth."""
+    if isinstance(value, dict):
+        return {k: without_clock(v) for k, v in value.items() if k not in CLOCK_FIELDS}
+    if isinstance(value, list):
+        return [without_clock(v) for v in value]
+    return value
+
+
+def read_exports(folder: Path) -> dict[str, Any]:
+    """Every export file of a run folder, parsed, without clock fields."""
+    found: dict[str, Any] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix == ".jsonl":
+            found[path.name] = [without_clock(json.loads(line)) for line in path.read_text().splitlines()]
+        elif path.name.endswith("_experiences.json"):
+            found[path.name] = without_clock(json.loads(path.read_text()))
+    return found
+
+
+def assert_same_results(a: str | Path, b: str | Path, run: str) -> None:
+    """Two results stores (a PostgreSQL URL or a results.db) hold the same rows of `run`, clocks aside."""
+    first, second = open_results(a), open_results(b)
+    try:
+        rollouts = [without_clock([r.model_dump() for r in db.rollouts(run)]) for db in (first, second)]
+        problems = [[p.model_dump(exclude={"seconds"}) for p in db.problems(run)] for db in (first, second)]
+    finally:
+        first.close()
+        second.close()
+    assert rollouts[0] and rollouts[0] == rollouts[1]
+    assert problems[0] and problems[0] == problems[1]
+
+
+@pytest.fixture(scope="session")
+def exports() -> Callable[[Path], dict[str, Any]]:
+    """`exports(run folder)`: its export files, parsed, without clock fields."""
+    return read_exports
+
+
+@pytest.fixture(scope="session")
+def same_results() -> Callable[[str | Path, str | Path, str], None]:
+    """`same_results(a, b, run)` asserts two results stores hold the same rows of the run."""
+    return assert_same_results
 
 
 @pytest.fixture(scope="session")

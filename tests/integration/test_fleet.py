@@ -22,7 +22,6 @@ import psycopg
 import pytest
 from causal_grpo.memory.backends import open_backends
 from causal_grpo.memory.bank import ExperienceBank
-from causal_grpo.memory.results import open_results
 from causal_grpo.memory.schemas import BANKS, namespace
 from typer.testing import CliRunner
 
@@ -36,7 +35,6 @@ from causal_grpo.simulator.runner import SimulatorServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
-CLOCK_FIELDS = {"created_at", "updated_at", "seconds"}  # as in test_postgres.py: wall-clock stamps only
 WORKER = Path(sys.executable).parent / "causal-grpo"
 runner = CliRunner()
 
@@ -52,24 +50,6 @@ def slow_simulator() -> Iterator[SimulatorServer]:
     """The simulator with a model latency, so that a run lasts long enough to kill a worker in the middle."""
     with SimulatorServer(SimulatorConfig(seed=7, latency_ms=150)) as server:
         yield server
-
-
-def _without_clock(value):
-    if isinstance(value, dict):
-        return {k: _without_clock(v) for k, v in value.items() if k not in CLOCK_FIELDS}
-    if isinstance(value, list):
-        return [_without_clock(v) for v in value]
-    return value
-
-
-def _exports(folder: Path) -> dict:
-    found = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix == ".jsonl":
-            found[path.name] = [_without_clock(json.loads(line)) for line in path.read_text().splitlines()]
-        elif path.name.endswith("_experiences.json"):
-            found[path.name] = _without_clock(json.loads(path.read_text()))
-    return found
 
 
 def _context(run: str, base_url: str) -> Context:
@@ -114,7 +94,7 @@ def _wait_for_workers(db: str, count: int, timeout: float = 60.0) -> list[int]:
 
 
 async def test_a_fleet_run_with_its_local_worker_exports_what_the_in_process_run_does(
-    db, make_sim_context, simulator, tmp_path
+    db, make_sim_context, simulator, tmp_path, exports, same_results
 ):
     problems = load_problems("full", 4)
     ctx = make_sim_context("fleet-parity")
@@ -122,22 +102,12 @@ async def test_a_fleet_run_with_its_local_worker_exports_what_the_in_process_run
     queued = await atrain(problems, context=ctx, home=tmp_path / "fleet", db=db, batch_size=2)
     assert [p.status for p in queued.problems] == ["done"] * 4
     assert queued.bank_sizes == in_process.bank_sizes and queued.usage.calls == in_process.usage.calls
-    assert _exports(run_dir(tmp_path / "fleet", ctx.run)) == _exports(run_dir(tmp_path / "sqlite", ctx.run))
+    assert exports(run_dir(tmp_path / "fleet", ctx.run)) == exports(run_dir(tmp_path / "sqlite", ctx.run))
     assert {j["task_name"] for j in _jobs(db)} == {"causal_grpo:run_problem", "causal_grpo:learn"}
 
     # the result rows live in the run's PostgreSQL database, not in a results.db beside the exports
     assert not (run_dir(tmp_path / "fleet", ctx.run) / "results.db").exists()
-    pg, sqlite = open_results(db), open_results(run_dir(tmp_path / "sqlite", ctx.run) / "results.db")
-    try:
-        assert _without_clock([r.model_dump() for r in pg.rollouts(ctx.run)]) == _without_clock(
-            [r.model_dump() for r in sqlite.rollouts(ctx.run)]
-        )
-        assert [p.model_dump(exclude={"seconds"}) for p in pg.problems(ctx.run)] == [
-            p.model_dump(exclude={"seconds"}) for p in sqlite.problems(ctx.run)
-        ]
-    finally:
-        pg.close()
-        sqlite.close()
+    same_results(db, run_dir(tmp_path / "sqlite", ctx.run) / "results.db", ctx.run)
 
     requests, jobs = simulator.stats()["requests"], len(_jobs(db))
     again = await atrain(problems, context=ctx, home=tmp_path / "fleet", db=db, batch_size=2)
@@ -145,7 +115,7 @@ async def test_a_fleet_run_with_its_local_worker_exports_what_the_in_process_run
     assert simulator.stats()["requests"] == requests and len(_jobs(db)) == jobs  # finished: nothing queued
 
 
-async def test_two_workers_finish_a_run_while_one_is_killed_with_sigkill(db, slow_simulator, tmp_path):
+async def test_two_workers_finish_a_run_while_one_is_killed_with_sigkill(db, slow_simulator, tmp_path, exports):
     """12 problems, a driver that does no work itself and two worker processes; one is `kill -9`ed mid-job."""
     problems = load_problems("full", 12)
     ctx = _context("fleet-kill", slow_simulator.base_url)
@@ -186,10 +156,10 @@ async def test_two_workers_finish_a_run_while_one_is_killed_with_sigkill(db, slo
     jobs = {j["id"]: j for j in _jobs(db)}
     assert all(jobs[i]["status"] == "succeeded" and jobs[i]["attempts"] >= 1 for i in killed)
     assert time.monotonic() - started >= STALLED_AFTER
-    exported = _exports(run_dir(tmp_path / "fleet", ctx.run))
+    exported = exports(run_dir(tmp_path / "fleet", ctx.run))
     # every problem once, nothing applied twice, no batch's bank update missing: exactly the undisturbed run
     assert [line["id"] for line in exported["generator_1_rollouts.jsonl"]] == [p.id for p in problems]
-    assert exported == _exports(run_dir(tmp_path / "sqlite", ctx.run))
+    assert exported == exports(run_dir(tmp_path / "sqlite", ctx.run))
     assert result.bank_sizes == baseline.bank_sizes
     async with open_backends(db) as backends:
         for bank in BANKS:

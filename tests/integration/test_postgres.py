@@ -7,7 +7,6 @@ fleet's tests, which also use the job queue's tables, are in `test_fleet.py`.
 from __future__ import annotations
 
 import importlib.util
-import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ import psycopg
 import pytest
 from causal_grpo.memory.backends import open_backends
 from causal_grpo.memory.bank import ExperienceBank
-from causal_grpo.memory.results import open_results
 from causal_grpo.memory.schemas import BANKS
 from langgraph.store.base import BaseStore
 
@@ -24,12 +22,6 @@ from causal_grpo.api import atrain, run_dir
 from causal_grpo.problems import load_problems
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
-
-# The only fields that legitimately differ between two runs of the same work: an experience's wall-clock
-# stamps (`created_at`, `updated_at`) and a rollout's wall time (`seconds`). Everything else (scaffolds,
-# answers, rewards and their details, token usage, extractions, experience ids, contents and counters)
-# must match exactly.
-CLOCK_FIELDS = {"created_at", "updated_at", "seconds"}
 
 
 def _bank_tests() -> dict[str, Any]:
@@ -85,25 +77,6 @@ async def store(pg_url: str) -> AsyncIterator[BaseStore]:
         yield backends.store
 
 
-def _without_clock(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_clock(v) for k, v in value.items() if k not in CLOCK_FIELDS}
-    if isinstance(value, list):
-        return [_without_clock(v) for v in value]
-    return value
-
-
-def _exports(folder: Path) -> dict[str, Any]:
-    """Every export file of a run folder, parsed, without clock fields."""
-    found: dict[str, Any] = {}
-    for path in sorted(folder.iterdir()):
-        if path.suffix == ".jsonl":
-            found[path.name] = [_without_clock(json.loads(line)) for line in path.read_text().splitlines()]
-        elif path.name.endswith("_experiences.json"):
-            found[path.name] = _without_clock(json.loads(path.read_text()))
-    return found
-
-
 async def test_a_run_through_postgres_completes_grows_the_banks_and_resumes_for_free(
     pg_url, simulator, make_sim_context, tmp_path
 ):
@@ -126,27 +99,18 @@ async def test_a_run_through_postgres_completes_grows_the_banks_and_resumes_for_
     assert again.bank_sizes == result.bank_sizes
 
 
-async def test_the_same_run_through_sqlite_and_postgres_exports_the_same(pg_url, make_sim_context, tmp_path):
+async def test_the_same_run_through_sqlite_and_postgres_exports_the_same(
+    pg_url, make_sim_context, tmp_path, exports, same_results
+):
     problems = load_problems("full", 4)
     ctx = make_sim_context("parity")
     on_sqlite = await atrain(problems, context=ctx, home=tmp_path / "sqlite", batch_size=2)
     on_postgres = await atrain(problems, context=ctx, home=tmp_path / "pg", db=pg_url, fleet=False, batch_size=2)
     assert on_sqlite.usage.calls > 0 and sum(on_sqlite.bank_sizes.values()) > 0
     assert on_postgres.bank_sizes == on_sqlite.bank_sizes
-    exported = _exports(run_dir(tmp_path / "sqlite", ctx.run))
+    exported = exports(run_dir(tmp_path / "sqlite", ctx.run))
     assert {"generator_1_rollouts.jsonl", "critic_results.jsonl", "generator_1_experiences.json"} <= set(exported)
-    assert _exports(run_dir(tmp_path / "pg", ctx.run)) == exported
+    assert exports(run_dir(tmp_path / "pg", ctx.run)) == exported
     # the result rows went to the PostgreSQL database, row for row what results.db holds
-    pg, sqlite = open_results(pg_url), open_results(run_dir(tmp_path / "sqlite", ctx.run) / "results.db")
-    try:
-        assert len(pg.rollouts(ctx.run)) > 0
-        assert _without_clock([r.model_dump() for r in pg.rollouts(ctx.run)]) == _without_clock(
-            [r.model_dump() for r in sqlite.rollouts(ctx.run)]
-        )
-        assert [p.model_dump(exclude={"seconds"}) for p in pg.problems(ctx.run)] == [
-            p.model_dump(exclude={"seconds"}) for p in sqlite.problems(ctx.run)
-        ]
-    finally:
-        pg.close()
-        sqlite.close()
+    same_results(pg_url, run_dir(tmp_path / "sqlite", ctx.run) / "results.db", ctx.run)
     assert not (run_dir(tmp_path / "pg", ctx.run) / "results.db").exists()
