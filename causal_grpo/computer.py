@@ -18,9 +18,10 @@ Rules, in short (the formula language and its limits are in `causal_grpo.formula
   pure numbers, with angles in degrees converted to radians. A derived node that declares a unit must
   have that dimension and is converted to it, exactly (km -> m is x1000); one that declares none keeps
   the formula's unit.
-- Work is bounded: `time_limit_s` of wall clock per scaffold, checked between nodes and at every step
-  of a formula (no signals, so it works in threads and under asyncio), plus the size limits of
-  `causal_grpo.formula` and `causal_grpo.units`.
+- Work is bounded: `time_limit_s` of the calling thread's CPU time per scaffold, checked between nodes
+  and at every step of a formula (no signals, so it works in threads and under asyncio), plus the size
+  limits of `causal_grpo.formula` and `causal_grpo.units`. CPU time, not wall clock, so a busy machine
+  (four workers on two cores) cannot turn a valid scaffold into a timeout and change a run's results.
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ class _Evaluator:
         return units.convert(other.magnitude, other.unit, first.unit)
 
     def evaluate(self, expr: Expr) -> Quantity:
-        if time.perf_counter() > self.deadline:
+        if time.thread_time() > self.deadline:
             raise FormulaError("timeout", "time limit exceeded", f"{self.time_limit_s:g} s")
         match expr:
             case Num(value):
@@ -367,7 +368,7 @@ class _Run:
                 self.failed[node_id] = root
                 skipped.setdefault(id(root), []).append(node_id)
                 continue
-            if time.perf_counter() > self.deadline:
+            if time.thread_time() > self.deadline:
                 self.error("timeout", f"time limit exceeded before {node_id}: {self.evaluator.time_limit_s:g} s")
                 break
             try:
@@ -427,11 +428,12 @@ def compute(scaffold: Scaffold | dict[str, Any] | str, *, time_limit_s: float = 
     """Evaluate a scaffold (model, dict or JSON text); bad input yields `valid=False` with errors, never raises."""
     start = time.perf_counter()
     try:
+        units.registry()  # built once per process (about a second); that is start-up, not this scaffold's work
         loaded = _load(scaffold)
         if isinstance(loaded, ComputeError):
             result = Computation(valid=False, errors=[loaded])
         else:
-            result = _Run(loaded, start + time_limit_s, time_limit_s).run()
+            result = _Run(loaded, time.thread_time() + time_limit_s, time_limit_s).run()
     except Exception as exc:  # a bug of ours: report it on the rollout instead of stopping the run
         logger.exception("computer failed")
         error = ComputeError(kind="internal", message=f"internal error: {type(exc).__name__}: {exc}")
