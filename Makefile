@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench install real-model-test
+.PHONY: demo test lint bench bench-fleet install real-model-test
 
 $(BIN)/causal-grpo: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: lint
 
 bench: install
 	$(BIN)/python benchmarks/bench_training.py
+
+# Scale-out: 1, 2 and 4 worker processes on one PostgreSQL database (CAUSAL_GRPO_BENCH_DB, default the local server).
+bench-fleet: install
+	$(BIN)/python benchmarks/bench_fleet.py
 
 # Opt-in: builds llama.cpp's server once (~10 min on 2 cores) and runs one problem on Gemma 3 270M.
 real-model-test: install
