@@ -18,11 +18,12 @@ import atexit
 import json
 import logging
 import os
+import ssl
 import threading
 import time
 import weakref
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any, Generic, Literal, TypeVar, cast
 
 import openai
@@ -34,6 +35,11 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 from causal_grpo.context import AgentEndpoint, Context
 from causal_grpo.errors import CausalGrpoError
 from causal_grpo.limiter import PriorityLimiter, problem_rank
+
+try:  # openai >= 3 sends through httpx2, earlier releases through httpx
+    from httpx2 import create_ssl_context
+except ImportError:  # pragma: no cover
+    from httpx import create_ssl_context
 
 log = logging.getLogger("causal_grpo.llm")
 
@@ -228,6 +234,37 @@ def _formats(schema: type[BaseModel]) -> tuple[dict[str, Any], dict[str, Any], s
     return response_format, tool, instruction
 
 
+@cache
+def _ssl_context() -> ssl.SSLContext:
+    """The SDK's default TLS context, built once per process.
+
+    Loading the CA bundle takes ~30 ms, which every run's four clients would otherwise pay again.
+    """
+    return create_ssl_context()
+
+
+class _SlotHttpClient(openai.DefaultAsyncHttpxClient):
+    """The SDK's HTTP client, holding a slot of the run's limiter only while a request is on the wire.
+
+    Building the request (LangChain, the SDK) and parsing the reply stay outside the slot, so at a bound of
+    N calls in flight that CPU work overlaps the other calls' latency instead of adding to it. The SDK's
+    retries take a slot per attempt and wait out their backoff without one.
+    """
+
+    def __init__(self, limiter: PriorityLimiter, agent_priority: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._slots = limiter
+        self._agent_priority = agent_priority
+
+    async def send(self, request: Any, **kwargs: Any) -> Any:
+        """Send once a slot is free; a non-streamed body is read before the slot is given back."""
+        async with self._slots.slot((self._agent_priority, problem_rank.get())):
+            response = await super().send(request, **kwargs)
+        # let the waiter the slot went to put its request on the wire before this reply is parsed
+        await asyncio.sleep(0)
+        return response
+
+
 def _with_instruction(messages: list[BaseMessage], instruction: str) -> list[BaseMessage]:
     # Several chat templates accept only one leading system message, so extend it when there is one.
     if messages and isinstance(messages[0], SystemMessage) and isinstance(messages[0].content, str):
@@ -355,10 +392,13 @@ class ModelClient:
                 max_retries=s.max_retries,
                 max_tokens=s.max_tokens,
                 use_responses_api=False,
-                http_async_client=self._http.setdefault(loop, openai.DefaultAsyncHttpxClient()),
+                http_async_client=self._http.setdefault(loop, self._http_client()),
             )
             self._chats[loop] = chat
         return chat
+
+    def _http_client(self) -> _SlotHttpClient:
+        return _SlotHttpClient(self._limiter(), PRIORITY[self._settings.agent], verify=_ssl_context())
 
     async def aclose(self) -> None:
         """Close this loop's HTTP connections.
@@ -479,17 +519,17 @@ class ModelClient:
         if self._settings.verbose:
             log.info("%s %s request:\n%s", self._settings.agent, mode, self._render(messages))
         failure: Exception | None = None
-        async with self._limiter().slot((PRIORITY[self._settings.agent], problem_rank.get())):
-            try:
-                message = await self._chat().ainvoke(messages, **kwargs)
-            except openai.APIError as exc:
-                failure = self._classify(exc)
-            except (ValueError, KeyError, TypeError) as exc:
-                # A malformed body from the server (not the model's text): an invalid reply, re-asked.
-                problem = f"malformed response from the server ({type(exc).__name__})"
-                reply = _Reply(mode, None, None, Usage(calls=1), structured=False, problem=problem)
-            else:
-                reply = self._reply(mode, message)
+        try:
+            # the limiter's slot is taken by the HTTP client around the request itself (`_SlotHttpClient`)
+            message = await self._chat().ainvoke(messages, **kwargs)
+        except openai.APIError as exc:
+            failure = self._classify(exc)
+        except (ValueError, KeyError, TypeError) as exc:
+            # A malformed body from the server (not the model's text): an invalid reply, re-asked.
+            problem = f"malformed response from the server ({type(exc).__name__})"
+            reply = _Reply(mode, None, None, Usage(calls=1), structured=False, problem=problem)
+        else:
+            reply = self._reply(mode, message)
         if failure is not None:
             # Raised outside the except block so no openai exception rides along as __context__.
             raise failure

@@ -1,0 +1,70 @@
+"""The model client's HTTP layer holds a slot of the run's limiter only while a request is on the wire."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx2
+import pytest
+
+from causal_grpo.limiter import PriorityLimiter, problem_rank
+from causal_grpo.llm import _SlotHttpClient
+
+pytestmark = pytest.mark.anyio
+
+URL = "http://model.test/v1/chat/completions"
+
+
+async def test_the_slot_is_held_while_the_request_is_sent_and_the_body_read():
+    limiter = PriorityLimiter(1)
+    held = []
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        held.append(limiter.in_use)
+        return httpx2.Response(200, json={"ok": True})
+
+    async with _SlotHttpClient(limiter, 0, transport=httpx2.MockTransport(handler)) as client:
+        response = await client.post(URL, json={})
+    assert held == [1] and limiter.in_use == 0 and response.json() == {"ok": True}
+
+
+async def test_a_failed_request_gives_its_slot_back():
+    limiter = PriorityLimiter(1)
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ConnectError("refused", request=request)
+
+    async with _SlotHttpClient(limiter, 0, transport=httpx2.MockTransport(handler)) as client:
+        with pytest.raises(httpx2.ConnectError):
+            await client.post(URL, json={})
+    assert limiter.in_use == 0
+
+
+async def test_waiting_requests_go_by_agent_priority_then_problem_rank():
+    limiter = PriorityLimiter(1)
+    order = []
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        order.append(request.headers["x-who"])
+        return httpx2.Response(200, json={})
+
+    transport = httpx2.MockTransport(handler)
+    async with (
+        _SlotHttpClient(limiter, 1, transport=transport) as generator,
+        _SlotHttpClient(limiter, 0, transport=transport) as judge,
+    ):
+        await limiter.acquire()  # every request below waits
+
+        async def ask(client: _SlotHttpClient, who: str, rank: int) -> None:
+            problem_rank.set(rank)
+            await client.post(URL, json={}, headers={"x-who": who})
+
+        tasks = [
+            asyncio.create_task(ask(generator, "generator rank 0", 0)),
+            asyncio.create_task(ask(judge, "judge rank 1", 1)),
+            asyncio.create_task(ask(judge, "judge rank 0", 0)),
+        ]
+        await asyncio.sleep(0.05)
+        limiter.release()
+        await asyncio.gather(*tasks)
+    assert order == ["judge rank 0", "judge rank 1", "generator rank 0"]
