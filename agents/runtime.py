@@ -1,7 +1,8 @@
-"""What every agent node needs from the LangGraph runtime: the run's Context and the store."""
+"""What every agent node needs from the LangGraph runtime: the run's Context, the store, the thread."""
 
 from __future__ import annotations
 
+from langgraph.config import get_config
 from langgraph.runtime import Runtime
 
 from causal_grpo.context import Context
@@ -13,3 +14,15 @@ def context_of(runtime: Runtime[Context]) -> Context:
     if ctx is None:
         return Context()
     return ctx if isinstance(ctx, Context) else Context.model_validate(ctx)
+
+
+def bank_snapshot() -> str | None:
+    """The key under which a problem's nodes share their experience selections: its thread id.
+
+    None outside a graph run or without a thread, where every selection reads the banks afresh.
+    """
+    try:
+        thread = get_config().get("configurable", {}).get("thread_id")
+    except RuntimeError:
+        return None
+    return str(thread) if thread is not None else None

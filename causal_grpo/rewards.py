@@ -22,7 +22,9 @@ import logging
 import math
 import re
 import statistics
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
+from functools import lru_cache
 
 import pint
 import sympy
@@ -380,13 +382,24 @@ def _names(node_id: str, description: str) -> set[str]:
     return {node_id.lower(), *_TOKEN.findall(lowered), *(p for p in _PHRASES if p in lowered)}
 
 
+@lru_cache(maxsize=256)
+def _scaled(numbers: frozenset[float]) -> list[float]:
+    """Every text number under every conversion factor, sorted: a problem's rollouts look values up in one list."""
+    return sorted({n * f for n in numbers for f in FACTORS})
+
+
 def given_traceable(node_id: str, description: str, value: float, numbers: Iterable[float]) -> bool:
     """Whether a given's value is in the problem text (up to unit conversions) or is a known constant."""
     value = abs(value)
     if value == 0.0:
         return True  # 'at rest', 'from the origin': zeros are rarely written as digits
-    if any(_close(value, n * f, TEXT_NUMBER_TOL) for n in numbers for f in FACTORS):
-        return True
+    scaled = _scaled(frozenset(numbers))
+    # |value - c| <= tol * max(value, c) only for c in [value (1 - tol), value / (1 - tol)]; the window
+    # is widened so that rounding never hides a candidate, and each candidate is checked exactly
+    low, high = value * (1 - 2 * TEXT_NUMBER_TOL), value / (1 - 2 * TEXT_NUMBER_TOL)
+    for candidate in scaled[bisect_left(scaled, low) : bisect_right(scaled, high)]:
+        if _close(value, candidate, TEXT_NUMBER_TOL):
+            return True
     named = _names(node_id, description)
     for keys, constant in CONSTANTS:
         tol = NAMED_CONSTANT_TOL if named & set(keys) else CONSTANT_VALUE_TOL

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Hashable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -56,6 +57,17 @@ SHARED_SHARE = 1 / 3
 _HEAVY = ("history", "counted")
 
 _locks: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = weakref.WeakValueDictionary()
+# Per store: a count of the writes begun and ended under the banks' locks, and the selections made under
+# a snapshot key with the count they were made at (see `select_for`).
+_generations: weakref.WeakKeyDictionary[BaseStore, int] = weakref.WeakKeyDictionary()
+_selections: weakref.WeakKeyDictionary[BaseStore, OrderedDict[tuple[Any, ...], tuple[int, asyncio.Task[Selection]]]] = (
+    weakref.WeakKeyDictionary()
+)
+MAX_SELECTIONS = 1024
+# Per store and bank: each live record's stored value and its parsed candidate (see `_candidates`).
+_parsed: weakref.WeakKeyDictionary[BaseStore, dict[str, dict[str, tuple[dict[str, Any], Experience]]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class BankError(CausalGrpoError):
@@ -79,8 +91,18 @@ class Journal(BaseModel):
 
 
 @dataclass(frozen=True)
+class RolloutUse:
+    """One rollout's outcome for the experiences it was shown: what `record_usages` counts."""
+
+    agent: str  # the bank of the rollout's agent; ids in it or the shared bank are counted
+    ids: Sequence[str]
+    success: bool
+    op_key: str  # counted at most once per experience
+
+
+@dataclass(frozen=True)
 class Selection:
-    """Experiences chosen for one prompt: from the shared bank and from the agent's own."""
+    """Experiences chosen for one prompt: from the shared bank and from the agent's own (read-only: shared)."""
 
     shared: list[Experience]
     own: list[Experience]
@@ -109,7 +131,21 @@ async def _bank_locks(store: BaseStore, banks: Iterable[str]) -> AsyncIterator[N
             if lock is None:
                 lock = _locks[(id(store), bank)] = asyncio.Lock()
             await stack.enter_async_context(lock)
-        yield
+        # a selection made before or during a write is not reused after it (see `select_for`)
+        _generations[store] = _generations.get(store, 0) + 1
+        try:
+            yield
+        finally:
+            _generations[store] += 1
+
+
+async def _fetch(store: BaseStore, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Experience | None]:
+    """The records of (bank, id) keys in one batch; None for a missing one."""
+    unique = list(dict.fromkeys(keys))
+    if not unique:
+        return {}
+    found = await store.abatch([GetOp(namespace(bank), i) for bank, i in unique])
+    return {k: v and Experience.model_validate(v.value) for k, v in zip(unique, found, strict=True)}
 
 
 def _owner(experience_id: str | None, agent: str) -> tuple[str | None, str]:
@@ -151,13 +187,25 @@ class ExperienceBank:
     async def _candidates(self) -> list[Experience]:
         """Live experiences without their history and counter keys, which selection does not read.
 
-        Leaving the two growing lists out makes parsing a large bank several times cheaper.
+        Leaving the two growing lists out makes parsing a large bank several times cheaper, and a record
+        whose stored value is unchanged since the last read is not parsed again (every rollout reads its
+        banks, which change only when a problem's learning is applied). The instances are shared between
+        readers: read them, never change them.
         """
-        return [
-            Experience.model_validate({k: v for k, v in value.items() if k not in _HEAVY})
-            for value in await self._values()
-            if not value.get("deleted")
-        ]
+        parsed = _parsed.setdefault(self.store, {})
+        previous = parsed.get(self.agent, {})
+        current: dict[str, tuple[dict[str, Any], Experience]] = {}
+        for value in await self._values():
+            if value.get("deleted"):
+                continue
+            key = str(value.get("id"))
+            seen = previous.get(key)
+            if seen is not None and (seen[0] is value or seen[0] == value):
+                current[key] = seen
+            else:
+                current[key] = (value, Experience.model_validate({k: v for k, v in value.items() if k not in _HEAVY}))
+        parsed[self.agent] = current
+        return [experience for _, experience in current.values()]
 
     async def get(self, experience_id: str) -> Experience | None:
         """The experience with this id (in whichever bank its prefix names), tombstones included."""
@@ -226,29 +274,8 @@ class ExperienceBank:
 
         Ids of other agents' banks and unknown ids are skipped. Returns the ids counted by this call.
         """
-        owned = self._owned(ids)
-        if not owned:
-            return []
-        async with _bank_locks(self.store, {bank for bank, _ in owned}):
-            records = await self._fetch(owned)
-            at = now or utcnow()
-            puts, counted = [], []
-            for (bank, _), experience in records.items():
-                if experience is None or op_key in experience.counted:
-                    continue
-                updated = experience.model_copy(
-                    update={
-                        "usage_count": experience.usage_count + 1,
-                        "success_count": experience.success_count + int(success),
-                        "counted": [*experience.counted, op_key],
-                        "updated_at": at,
-                    }
-                )
-                puts.append(PutOp(namespace(bank), updated.id, updated.model_dump(mode="json")))
-                counted.append(updated.id)
-            if puts:
-                await self.store.abatch(puts)
-            return counted
+        counted = await record_usages(self.store, [RolloutUse(self.agent, ids, success, op_key)], now=now)
+        return counted[0]
 
     async def apply(
         self,
@@ -278,7 +305,16 @@ class ExperienceBank:
             Each operation's outcome; `replayed` when the op key had already been applied.
         """
         async with _bank_locks(self.store, ["shared", self.agent]):
-            item = await self.store.aget(namespace(self.agent, "journal"), op_key)
+            # everything a plan reads, fetched together (a batching store makes it one round trip)
+            add_banks = list(
+                dict.fromkeys("shared" if op.scope == "shared" else self.agent for op in ops if op.op == "add")
+            )
+            item, fetched, live, numbers = await asyncio.gather(
+                self.store.aget(namespace(self.agent, "journal"), op_key),
+                _fetch(self.store, self._owned(op.id or "" for op in ops if op.op != "add")),
+                asyncio.gather(*(ExperienceBank(bank, self.store)._candidates() for bank in add_banks)),
+                asyncio.gather(*(self._next_number(bank) for bank in add_banks)),
+            )
             if item is not None:
                 journal = Journal.model_validate(item.value)
                 if journal.status == "applied":
@@ -286,6 +322,12 @@ class ExperienceBank:
             else:
                 journal = await self._plan(
                     ops,
+                    records={i: record for (_, i), record in fetched.items() if record},
+                    known={
+                        bank: {e.content.lower(): e.id for e in found}
+                        for bank, found in zip(add_banks, live, strict=True)
+                    },
+                    numbers=dict(zip(add_banks, numbers, strict=True)),
                     op_key=op_key,
                     run=run,
                     problem_id=problem_id,
@@ -309,6 +351,9 @@ class ExperienceBank:
         self,
         ops: Sequence[ExperienceOp],
         *,
+        records: dict[str, Experience],
+        known: dict[str, dict[str, str]],
+        numbers: dict[str, int],
         op_key: str,
         run: str,
         problem_id: str,
@@ -317,12 +362,13 @@ class ExperienceBank:
         answer: str | None,
         unit: str | None,
     ) -> Journal:
-        """Decide each operation's outcome, allocate ids, write the pending journal with the sequences."""
-        fetched = await self._fetch(self._owned(op.id or "" for op in ops if op.op != "add"))
-        records = {i: record for (_, i), record in fetched.items() if record}
+        """Decide each operation's outcome, allocate ids, write the pending journal with the sequences.
+
+        `records` are the live or deleted targets of modify and delete by id, `known` the live contents of each
+        bank an add goes to (lower-cased content -> id, to refuse duplicates), `numbers` those banks' next numbers.
+        """
         sequences: dict[str, int] = {}
         deleted: set[str] = set()
-        known: dict[str, dict[str, str]] = {}  # per bank: lower-cased content -> id, to refuse duplicates
         checked = partial(check_content, answer=answer, unit=unit, problem_text=problem_text)
         plan = []
         for index, op in enumerate(ops):
@@ -332,16 +378,12 @@ class ExperienceBank:
             if op.op == "add":
                 bank = planned.bank = "shared" if op.scope == "shared" else self.agent
                 planned.content, reason = checked(op.content)
-                if bank not in known:
-                    live = await ExperienceBank(bank, self.store)._candidates()
-                    known[bank] = {e.content.lower(): e.id for e in live}
                 if not reason and planned.content.lower() in known[bank]:
                     reason = f"duplicate of {known[bank][planned.content.lower()]}"
                 if reason:
                     planned.status, planned.reason = "rejected", reason
                 else:
-                    if bank not in sequences:
-                        sequences[bank] = await self._next_number(bank)
+                    sequences.setdefault(bank, numbers[bank])
                     planned.id = make_id(bank, sequences[bank])
                     sequences[bank] += 1
                     known[bank][planned.content.lower()] = planned.id
@@ -388,12 +430,6 @@ class ExperienceBank:
         owners = {i.strip(): _owner(i, self.agent)[0] for i in ids}
         return [(bank, i) for i, bank in owners.items() if bank]
 
-    async def _fetch(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Experience | None]:
-        """The records of (bank, id) keys in one batch; None for a missing one."""
-        unique = list(dict.fromkeys(keys))
-        found = await self.store.abatch([GetOp(namespace(bank), i) for bank, i in unique])
-        return {k: v and Experience.model_validate(v.value) for k, v in zip(unique, found, strict=True)}
-
     async def _next_number(self, bank: str) -> int:
         item = await self.store.aget(namespace(bank, "sequence"), "next")
         return int(item.value["next"]) if item else 1
@@ -401,7 +437,7 @@ class ExperienceBank:
     async def _complete(self, journal: Journal) -> ApplyResult:
         """Write the journal's edits (each at most once) and mark it applied."""
         todo = [p for p in journal.plan if p.status == "applied" and p.bank and p.id]
-        records = await self._fetch([(p.bank or "", p.id or "") for p in todo])
+        records = await _fetch(self.store, [(p.bank or "", p.id or "") for p in todo])
         changed: dict[tuple[str, str], Experience] = {}
         for planned in todo:
             key = (planned.bank or "", planned.id or "")
@@ -424,6 +460,41 @@ class ExperienceBank:
         return journal.result(replayed=False)
 
 
+async def record_usages(store: BaseStore, usages: Sequence[RolloutUse], *, now: str | None = None) -> list[list[str]]:
+    """`ExperienceBank.record_usage` for many rollouts at once: one read and one write for all of them.
+
+    Returns, per usage and in order, the ids it counted.
+    """
+    owned = [ExperienceBank(u.agent, store)._owned(u.ids) for u in usages]
+    keys = list(dict.fromkeys(key for keys in owned for key in keys))
+    if not keys:
+        return [[] for _ in usages]
+    async with _bank_locks(store, {bank for bank, _ in keys}):
+        records = await _fetch(store, keys)
+        at = now or utcnow()
+        changed: dict[tuple[str, str], Experience] = {}
+        counted: list[list[str]] = []
+        for usage, keys_of in zip(usages, owned, strict=True):
+            ids = []
+            for key in keys_of:
+                experience = records[key]
+                if experience is None or usage.op_key in experience.counted:
+                    continue
+                records[key] = changed[key] = experience.model_copy(
+                    update={
+                        "usage_count": experience.usage_count + 1,
+                        "success_count": experience.success_count + int(usage.success),
+                        "counted": [*experience.counted, usage.op_key],
+                        "updated_at": at,
+                    }
+                )
+                ids.append(experience.id)
+            counted.append(ids)
+        if changed:
+            await store.abatch([PutOp(namespace(b), e.id, e.model_dump(mode="json")) for (b, _), e in changed.items()])
+        return counted
+
+
 async def select_for(
     agent: str,
     store: BaseStore,
@@ -431,19 +502,59 @@ async def select_for(
     budget_tokens: int,
     *,
     problem_type: str | None = None,
+    snapshot: Hashable | None = None,
 ) -> Selection:
     """Experiences for `agent`'s prompt from the shared bank and its own, within one token budget.
 
     The shared bank gets up to a third of the budget first; the agent's bank gets what is left; then
     the shared bank may fill what the agent's bank left unused. The two blocks joined by a newline stay
     within the budget.
+
+    With a `snapshot` key (a problem's thread), the same selection asked again under that key is made once
+    and reused, by concurrent askers too, until a write under the banks' locks in this process (`apply`,
+    `record_usage`, `rollback`, `locked`): a problem's rollouts, extractions and fusions then read the banks
+    once instead of once per prompt, as they were when its first prompt read them.
     """
+    if snapshot is None:
+        return await _select_for(agent, store, problem_text, budget_tokens, problem_type)
+    loop = asyncio.get_running_loop()
+    key = (snapshot, agent, problem_text, problem_type, budget_tokens)
+    made = _selections.setdefault(store, OrderedDict())
+    generation = _generations.get(store, 0)
+    entry = made.get(key)
+    if entry is None or entry[0] != generation or not _reusable(entry[1], loop):
+        task = loop.create_task(_select_for(agent, store, problem_text, budget_tokens, problem_type))
+        task.add_done_callback(_retrieve)
+        made[key] = entry = (generation, task)
+        while len(made) > MAX_SELECTIONS:
+            made.popitem(last=False)
+    made.move_to_end(key)
+    # shielded: one asker's cancellation must not cancel the selection the others wait for
+    return await asyncio.shield(entry[1])
+
+
+def _reusable(task: asyncio.Task[Selection], loop: asyncio.AbstractEventLoop) -> bool:
+    return task.get_loop() is loop and not (task.done() and (task.cancelled() or task.exception() is not None))
+
+
+def _retrieve(task: asyncio.Task[Selection]) -> None:
+    """Mark a failure as seen: when every asker was cancelled, nobody else reads it."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def _select_for(
+    agent: str, store: BaseStore, problem_text: str, budget_tokens: int, problem_type: str | None
+) -> Selection:
     shared_bank, own_bank = ExperienceBank("shared", store), ExperienceBank(agent, store)
     if agent == "shared":
         return Selection(shared=await shared_bank.select(problem_text, problem_type, budget_tokens), own=[])
-    shared_pool = rank(await shared_bank._candidates(), problem_text, problem_type)
+    # both banks read at once: a batching store (SQLite, PostgreSQL) answers them in one round trip
+    shared_live, own_live = await asyncio.gather(shared_bank._candidates(), own_bank._candidates())
+    shared_pool = rank(shared_live, problem_text, problem_type)
     first = pack(shared_pool, int(budget_tokens * SHARED_SHARE))
-    own = await own_bank.select(problem_text, problem_type, budget_tokens - _cost(first))
+    own_budget = budget_tokens - _cost(first)
+    own = pack(rank(own_live, problem_text, problem_type), own_budget) if own_budget > 0 else []
     return Selection(shared=pack(shared_pool, budget_tokens - _cost(own)), own=own)
 
 

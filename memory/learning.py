@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from causal_grpo.agents.extractor.schemas import ExperienceOp
-from causal_grpo.memory.bank import ExperienceBank
+from causal_grpo.memory.bank import ExperienceBank, RolloutUse, record_usages
 from langgraph.store.base import BaseStore
 
 
@@ -39,14 +39,11 @@ async def apply_learning(
             unit=problem.get("unit"),
         )
         learned[agent] = result.model_dump(mode="json")
-    counted = 0
-    for r in rollouts:
-        if r["experiences_seen"]:
-            ids = await ExperienceBank(r["agent"], store).record_usage(
-                r["experiences_seen"],
-                success=r["correct"],
-                op_key=f"{key}:{r['agent']}:{r['generator']}:{r['index']}",
-            )
-            counted += len(ids)
+    usages = [
+        RolloutUse(r["agent"], r["experiences_seen"], r["correct"], f"{key}:{r['agent']}:{r['generator']}:{r['index']}")
+        for r in rollouts
+        if r["experiences_seen"]
+    ]
+    counted = sum(len(ids) for ids in await record_usages(store, usages))
     learned["usage_counted"] = counted
     return learned

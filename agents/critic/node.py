@@ -11,7 +11,7 @@ from causal_grpo.agents.critic import prompts
 from causal_grpo.agents.critic.schemas import FusedAnswer
 from causal_grpo.agents.generator.node import experiences_block, unit_hint
 from causal_grpo.agents.judge.node import Judgement, judge_scaffold, make_rollout
-from causal_grpo.agents.runtime import context_of
+from causal_grpo.agents.runtime import bank_snapshot, context_of
 from causal_grpo.graphs.state import Rollout
 from causal_grpo.memory.bank import Selection, select_for
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -55,7 +55,12 @@ async def fuse(state: FuseInput, runtime: Runtime[Context]) -> dict[str, Any]:
     shown = Selection(shared=[], own=[])
     if runtime.store is not None:
         shown = await select_for(
-            "critic", runtime.store, problem.text, ctx.max_experience_tokens, problem_type=problem.kind
+            "critic",
+            runtime.store,
+            problem.text,
+            ctx.max_experience_tokens,
+            problem_type=problem.kind,
+            snapshot=bank_snapshot(),
         )
     system = prompts.SYSTEM.format(experiences=experiences_block(shown.format()))
     user = prompts.USER.format(

@@ -7,7 +7,7 @@ from typing import Any
 
 from causal_grpo.agents.extractor import prompts
 from causal_grpo.agents.extractor.schemas import ExperienceOps
-from causal_grpo.agents.runtime import context_of
+from causal_grpo.agents.runtime import bank_snapshot, context_of
 from causal_grpo.graphs.state import Extraction, Rollout, TrainingState
 from causal_grpo.memory.bank import select_for
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -67,7 +67,9 @@ async def extract_group(
     if not extraction["triggered"]:
         return extraction
     current = (
-        await select_for(agent, store, problem.text, ctx.max_experience_tokens, problem_type=problem.kind)
+        await select_for(
+            agent, store, problem.text, ctx.max_experience_tokens, problem_type=problem.kind, snapshot=bank_snapshot()
+        )
         if store is not None
         else None
     )

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from causal_grpo.agents.generator import prompts
-from causal_grpo.agents.runtime import context_of
+from causal_grpo.agents.runtime import bank_snapshot, context_of
 from causal_grpo.graphs.state import RolloutState
 from causal_grpo.memory.bank import Selection, select_for
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -51,7 +51,12 @@ async def generate(state: RolloutState, runtime: Runtime[Context]) -> dict[str, 
     shown = Selection(shared=[], own=[])
     if runtime.store is not None:
         shown = await select_for(
-            agent, runtime.store, problem.text, ctx.max_experience_tokens, problem_type=problem.kind
+            agent,
+            runtime.store,
+            problem.text,
+            ctx.max_experience_tokens,
+            problem_type=problem.kind,
+            snapshot=bank_snapshot(),
         )
     messages = scaffold_messages(
         problem,

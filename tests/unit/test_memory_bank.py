@@ -277,3 +277,58 @@ async def test_unknown_bank_is_refused():
 
 def test_locks_are_released_with_their_last_user():
     assert len(bank_module._locks) == 0
+
+
+async def test_usages_of_many_rollouts_count_as_one_call_each(store):
+    bank = ExperienceBank("generator_1", store)
+    await apply(bank, [add("Own lesson."), add("Shared lesson.", scope="shared")], "k1")
+    await apply(ExperienceBank("critic", store), [add("Critic lesson.")], "k2")
+    usages = [
+        bank_module.RolloutUse("generator_1", ["G1-001", "S-001"], True, "p1:g1:1"),
+        bank_module.RolloutUse("generator_1", ["G1-001", "C-001"], False, "p1:g1:2"),  # the critic's id is not theirs
+        bank_module.RolloutUse("critic", ["C-001", "S-001"], True, "p1:critic:0"),
+        bank_module.RolloutUse("generator_1", ["G1-001"], True, "p1:g1:1"),  # the same op key again: not counted
+    ]
+    assert await bank_module.record_usages(store, usages) == [["G1-001", "S-001"], ["G1-001"], ["C-001", "S-001"], []]
+    assert await bank_module.record_usages(store, usages) == [[], [], [], []]
+    counts = {e: ((x := await bank.get(e)).usage_count, x.success_count) for e in ("G1-001", "S-001", "C-001")}
+    assert counts == {"G1-001": (2, 1), "S-001": (2, 2), "C-001": (1, 1)}
+
+
+async def test_a_snapshot_reads_the_banks_once_until_a_write(store, monkeypatch):
+    bank = ExperienceBank("generator_1", store)
+    await apply(bank, [add("Split the velocity into components."), add("Check units.", scope="shared")], "k1")
+    reads = []
+    candidates = ExperienceBank._candidates
+
+    async def counted(self):
+        reads.append(self.agent)
+        return await candidates(self)
+
+    monkeypatch.setattr(ExperienceBank, "_candidates", counted)
+    problem = "A projectile is launched at 20 m/s; find its range."
+    first = await asyncio.gather(
+        *(bank_module.select_for("generator_1", store, problem, 600, snapshot="t1") for _ in range(5))
+    )
+    assert sorted(reads) == ["generator_1", "shared"]  # five concurrent askers, one read of each bank
+    assert all(s == first[0] for s in first) and first[0].ids == ["G1-001", "S-001"]
+    await bank_module.select_for("generator_1", store, problem, 600, snapshot="t2")  # another problem reads afresh
+    assert len(reads) == 4
+    await apply(bank, [ExperienceOp(op="modify", id="G1-001", content="Resolve the velocity into components.")], "k2")
+    again = await bank_module.select_for("generator_1", store, problem, 600, snapshot="t1")
+    assert len(reads) == 6 and again.own[0].content == "Resolve the velocity into components."
+    without = await bank_module.select_for("generator_1", store, problem, 600)
+    assert len(reads) == 8 and without == again
+
+
+async def test_a_failed_selection_is_not_kept(store, monkeypatch):
+    await apply(ExperienceBank("critic", store), [add("Fuse the best graph.")], "k1")
+
+    async def broken(self):
+        raise RuntimeError("store down")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ExperienceBank, "_candidates", broken)
+        with pytest.raises(RuntimeError, match="store down"):
+            await bank_module.select_for("critic", store, "any problem", 600, snapshot="t1")
+    assert (await bank_module.select_for("critic", store, "any problem", 600, snapshot="t1")).ids == ["C-001"]

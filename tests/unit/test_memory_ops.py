@@ -41,6 +41,14 @@ def test_copied_span_by_words_and_by_characters():
     assert copied_span("anything", "") is None
 
 
+def test_a_copied_run_counts_from_sixty_characters_and_is_reported_whole():
+    run = "x1y2z3w4v5u6t7s8r9q0p1o2n3m4l5k6j7i8h9g0f1e2d3c4b5a6z7y8x9w0a1b2c3d4e5f6g7"  # one word, 74 characters
+    problem = f"Given {run}, find k."
+    assert copied_span(f"Combine{run[:59]}!", problem) is None
+    assert copied_span(f"Combine{run[:60]}!", problem) == "copies 60 characters of the problem"
+    assert copied_span(f"Use {run[5:]} and more", problem) == "copies 69 characters of the problem"
+
+
 def test_check_content_normalises_and_caps():
     assert check_content("  two\n  lines ") == ("two lines", None)
     assert check_content(None)[1] == "empty content"
