@@ -19,7 +19,7 @@ from typing import Any
 from causal_grpo.graphs.training import build_training_graph
 from causal_grpo.memory.bank import ExperienceBank
 from causal_grpo.memory.results import ProblemRecord, Results, RolloutRecord, open_results
-from causal_grpo.memory.schemas import BANKS
+from causal_grpo.memory.schemas import BANKS, Experience
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore
 from pydantic import BaseModel, Field
@@ -227,15 +227,20 @@ class Driver:
 
     async def bank_sizes(self) -> dict[str, int]:
         """Live experiences per bank."""
-        return {b: await ExperienceBank(b, self.store).size() for b in BANKS}
+        return {b: len(records) for b, records in (await self._banks()).items()}
 
-    async def export_banks(self) -> None:
-        """Write `<bank>_experiences.json` for every bank."""
-        if self.run_dir is None:
-            return
-        for bank in BANKS:
-            records = [e.to_spec() for e in await ExperienceBank(bank, self.store).list()]
-            write_bank(self.run_dir, bank, records)
+    async def _banks(self) -> dict[str, list[Experience]]:
+        return dict(
+            zip(BANKS, await asyncio.gather(*(ExperienceBank(b, self.store).list() for b in BANKS)), strict=True)
+        )
+
+    async def _export_banks(self) -> dict[str, int]:
+        """Write `<bank>_experiences.json` for every bank (with a run folder); the sizes, from the same read."""
+        banks = await self._banks()
+        if self.run_dir is not None:
+            for bank, records in banks.items():
+                write_bank(self.run_dir, bank, [e.to_spec() for e in records])
+        return {b: len(records) for b, records in banks.items()}
 
     async def run(self, problems: list[Problem], *, epochs: int = 1, batch_size: int = 4) -> TrainingResult:
         """Train over the problems for some epochs; the banks carry over from epoch to epoch."""
@@ -258,14 +263,13 @@ class Driver:
                 phases = await self.until_learn_batch(epoch, batch)
                 finished = await self._finish(epoch, batch, phases)
                 await self._record(epoch, [(o, s) for o, s in finished if s is not None])
-                sizes = await self.bank_sizes()
+                sizes = await self._export_banks()
                 for outcome, _ in finished:
                     outcome.bank_sizes = sizes
                     result.problems.append(outcome)
                     if outcome.status == "done":  # a skipped problem's calls were made by an earlier run
                         result.usage = result.usage + outcome.usage
                     self.on_problem(outcome)
-                await self.export_banks()
 
     async def _finish(
         self, epoch: int, batch: list[Problem], phases: list[str | BaseException]
