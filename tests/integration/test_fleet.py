@@ -220,12 +220,24 @@ def test_the_cli_trains_on_postgres_and_reads_the_run_back_from_it(db, simulator
     """`train --db URL` queues the run; `experiences --db` and `report --db` read its banks and rows there."""
     home, run = tmp_path / "home", "cli-pg"
     common = ["--run", run, "--home", str(home)]
+    secret = "sk-fleet-never-stored-0123456789"
     trained = runner.invoke(
         app,
         ["train", "--model", "simulated", "--base-url", simulator.base_url, "--max-problems", "3", "--seed", "7"]
         + ["--generators", "1", "--rollouts", "3", "--db", db, *common],
+        env={"OPENAI_API_KEY": secret},
     )
     assert trained.exit_code == 0, trained.output
+    # jobs carry the run's settings, never the key: no row of any table holds it (bytea columns show as hex)
+    with psycopg.connect(db) as conn:
+        tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        assert "procrastinate_jobs" in tables and "checkpoints" in tables
+        for table in tables:
+            leaked = conn.execute(
+                f'SELECT count(*) FROM "{table}" t WHERE t::text LIKE %s OR t::text LIKE %s',
+                (f"%{secret}%", f"%{secret.encode().hex()}%"),
+            )
+            assert leaked.fetchone()[0] == 0, table
     result = json.loads((run_dir(home, run) / "result.json").read_text())
     assert [p["status"] for p in result["problems"]] == ["done"] * 3
     assert {j["task_name"] for j in _jobs(db)} == {"causal_grpo:run_problem", "causal_grpo:learn"}
