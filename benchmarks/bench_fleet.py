@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import subprocess
@@ -39,14 +38,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
 from bench_training import (
-    RESULTS,
     Figure,
     InFlightSampler,
     Simulator,
@@ -55,6 +53,7 @@ from bench_training import (
     critical_path,
     ideal_seconds,
     pick_problems,
+    save,
 )
 from causal_grpo.memory.backends import open_backends
 from causal_grpo.memory.results import open_results
@@ -371,11 +370,7 @@ def main(argv: list[str] | None = None) -> list[Figure]:
     args = parse_args(argv)
     started = datetime.now(UTC)
     figures = asyncio.run(run_all(args))
-    out = args.out or RESULTS / f"fleet-{started:%Y%m%dT%H%M%SZ}.jsonl"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("a") as handle:
-        for f in figures:
-            handle.write(json.dumps({"at": started.isoformat(), **asdict(f)}) + "\n")
+    out = save(figures, started, args.out, prefix="fleet-")
     print(summary(figures))
     print(f"\nfigures written to {out}")
     return figures

@@ -485,16 +485,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def save(figures: list[Figure], started: datetime, out: Path | None, prefix: str = "") -> Path:
+    """Append the figures to `out` (default `benchmarks/results/<prefix><time>.jsonl`), a JSON object a line."""
+    out = out or RESULTS / f"{prefix}{started:%Y%m%dT%H%M%SZ}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as handle:
+        for f in figures:
+            handle.write(json.dumps({"at": started.isoformat(), **asdict(f)}) + "\n")
+    return out
+
+
 def main(argv: list[str] | None = None) -> list[Figure]:
     """Run the benchmark, write the JSONL figures and print the summary."""
     args = parse_args(argv)
     started = datetime.now(UTC)
     figures = asyncio.run(run_all(args))
-    out = args.out or RESULTS / f"{started:%Y%m%dT%H%M%SZ}.jsonl"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("a") as handle:
-        for f in figures:
-            handle.write(json.dumps({"at": started.isoformat(), **asdict(f)}) + "\n")
+    out = save(figures, started, args.out)
     print(summary(figures))
     print(f"\nfigures written to {out}")
     return figures
