@@ -229,9 +229,7 @@ class ExperienceBank:
 
     async def select(self, problem_text: str, problem_type: str | None, budget_tokens: int) -> list[Experience]:
         """The most relevant live experiences whose prompt block fits `budget_tokens` (see `selection`)."""
-        if budget_tokens <= 0:
-            return []
-        return pack(rank(await self._candidates(), problem_text, problem_type), budget_tokens)
+        return _choose(await self._candidates(), problem_text, problem_type, budget_tokens)
 
     async def history(self, experience_id: str) -> list[Edit]:
         """The edits of an experience, oldest first; empty for an unknown id."""
@@ -543,6 +541,13 @@ def _retrieve(task: asyncio.Task[Selection]) -> None:
         task.exception()
 
 
+def _choose(
+    candidates: list[Experience], problem_text: str, problem_type: str | None, budget_tokens: int
+) -> list[Experience]:
+    """The most relevant of the candidates whose prompt block fits `budget_tokens` (see `selection`)."""
+    return pack(rank(candidates, problem_text, problem_type), budget_tokens) if budget_tokens > 0 else []
+
+
 async def _select_for(
     agent: str, store: BaseStore, problem_text: str, budget_tokens: int, problem_type: str | None
 ) -> Selection:
@@ -553,8 +558,7 @@ async def _select_for(
     shared_live, own_live = await asyncio.gather(shared_bank._candidates(), own_bank._candidates())
     shared_pool = rank(shared_live, problem_text, problem_type)
     first = pack(shared_pool, int(budget_tokens * SHARED_SHARE))
-    own_budget = budget_tokens - _cost(first)
-    own = pack(rank(own_live, problem_text, problem_type), own_budget) if own_budget > 0 else []
+    own = _choose(own_live, problem_text, problem_type, budget_tokens - _cost(first))
     return Selection(shared=pack(shared_pool, budget_tokens - _cost(own)), own=own)
 
 

@@ -162,10 +162,14 @@ def results_path(home: str | Path, run: str) -> Path:
     return Path(home) / "runs" / run / "results.db"
 
 
+def base_type(annotation: Any) -> Any:
+    """A field's type without its `| None`: what a column of either database is made from."""
+    return next((a for a in get_args(annotation) if a is not NoneType), annotation)
+
+
 def _column_type(annotation: Any) -> type:
     """The SQLite column type of a field: its number type, else text (JSON for lists and dicts)."""
-    base = next((a for a in get_args(annotation) if a is not NoneType), annotation)
-    return {int: int, float: float, bool: int}.get(base, str)
+    return {int: int, float: float, bool: int}.get(base_type(annotation), str)
 
 
 class ResultsDB(Results):

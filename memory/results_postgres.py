@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from types import NoneType
-from typing import Any, get_args
+from typing import Any
 
 from causal_grpo.memory.backends import CONNECT_TIMEOUT, unavailable
-from causal_grpo.memory.results import EVALUATIONS, PROBLEMS, ROLLOUTS, Results, Table
+from causal_grpo.memory.results import EVALUATIONS, PROBLEMS, ROLLOUTS, Results, Table, base_type
 from pydantic import BaseModel
 
 PREFIX = "causal_grpo_"
@@ -26,8 +25,7 @@ def _column(table: Table, field: str, annotation: Any) -> str:
     if field in table.json_fields:
         kind = "jsonb"
     else:
-        base = next((a for a in get_args(annotation) if a is not NoneType), annotation)
-        kind = {int: "bigint", float: "double precision", bool: "boolean"}.get(base, "text")
+        kind = {int: "bigint", float: "double precision", bool: "boolean"}.get(base_type(annotation), "text")
     return f"{field} {kind}" + (" NOT NULL" if field in table.pk else "")
 
 
