@@ -1,11 +1,10 @@
 """The run's bound on model calls in flight, handing free slots to the most urgent caller first.
 
-A plain semaphore serves callers in arrival order. When a batch starts, every problem's rollouts
-ask at once, so the judge, critic and extractor calls that finish a problem would wait behind a
-queue of new rollouts, and the batch's last problems would run their chains alone at the end. Here
-a waiter with a lower priority is served first (first come, first served among equals). Priorities
-are tuples: the kind of call first, then the problem's place in its batch (`problem_rank`, set by
-the driver for each problem's task), so earlier problems finish while later ones still generate.
+A plain semaphore serves callers in arrival order, so a batch's judge, fuse and extract calls would
+queue behind new rollouts in whatever order they arrived. Here a waiter with a lower priority is
+served first (first come, first served among equals). Priorities are tuples: the kind of call
+first (`llm.PRIORITY`: the calls with the longest chain still behind them go first), then the
+problem's place in its batch (`problem_rank`, set by the driver for each problem's task).
 """
 
 from __future__ import annotations

@@ -46,9 +46,11 @@ log = logging.getLogger("causal_grpo.llm")
 T = TypeVar("T", bound=BaseModel)
 
 AGENTS = frozenset({"generator", "judge", "extractor", "critic"})
-# Calls that finish a problem's work (judging, fusing, extracting) go before new rollouts, so a
-# batch's problems complete together instead of leaving a tail of lone chains at the end.
-PRIORITY = {"judge": 0, "critic": 0, "extractor": 0, "generator": 1}
+# Calls with the longest chain of calls still behind them go first (critical path first): every
+# rollout is written before most judging starts, so the batch ends in full rounds of judge, fuse and
+# extract calls rather than in the lone chains of the rollouts started last. Measured with
+# `make bench`: wall / ideal at concurrency 64 went from 1.150x (finishing calls first) to 1.072x.
+PRIORITY = {"generator": 0, "judge": 1, "critic": 1, "extractor": 2}
 SIMULATED = "simulated"
 Mode = Literal["json_schema", "tool", "text"]
 MODES: tuple[Mode, ...] = ("json_schema", "tool", "text")

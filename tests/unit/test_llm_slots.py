@@ -8,7 +8,7 @@ import httpx2
 import pytest
 
 from causal_grpo.limiter import PriorityLimiter, problem_rank
-from causal_grpo.llm import _SlotHttpClient
+from causal_grpo.llm import PRIORITY, _SlotHttpClient
 
 pytestmark = pytest.mark.anyio
 
@@ -40,7 +40,7 @@ async def test_a_failed_request_gives_its_slot_back():
     assert limiter.in_use == 0
 
 
-async def test_waiting_requests_go_by_agent_priority_then_problem_rank():
+async def test_waiting_requests_go_by_kind_of_call_then_problem_rank():
     limiter = PriorityLimiter(1)
     order = []
 
@@ -50,8 +50,8 @@ async def test_waiting_requests_go_by_agent_priority_then_problem_rank():
 
     transport = httpx2.MockTransport(handler)
     async with (
-        _SlotHttpClient(limiter, 1, transport=transport) as generator,
-        _SlotHttpClient(limiter, 0, transport=transport) as judge,
+        _SlotHttpClient(limiter, PRIORITY["generator"], transport=transport) as generator,
+        _SlotHttpClient(limiter, PRIORITY["judge"], transport=transport) as judge,
     ):
         await limiter.acquire()  # every request below waits
 
@@ -60,11 +60,12 @@ async def test_waiting_requests_go_by_agent_priority_then_problem_rank():
             await client.post(URL, json={}, headers={"x-who": who})
 
         tasks = [
-            asyncio.create_task(ask(generator, "generator rank 0", 0)),
             asyncio.create_task(ask(judge, "judge rank 1", 1)),
             asyncio.create_task(ask(judge, "judge rank 0", 0)),
+            asyncio.create_task(ask(generator, "generator rank 2", 2)),
         ]
         await asyncio.sleep(0.05)
         limiter.release()
         await asyncio.gather(*tasks)
-    assert order == ["judge rank 0", "judge rank 1", "generator rank 0"]
+    # rollouts have the longest chain of calls behind them (critical path first)
+    assert order == ["generator rank 2", "judge rank 0", "judge rank 1"]
