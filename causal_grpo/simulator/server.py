@@ -110,6 +110,8 @@ class Simulator:
         self.in_flight = 0
         self.max_in_flight = 0
         self.completed = 0
+        # time in the chat handler other than the latency sleep: the double's own cost, not the client's
+        self.service_s = 0.0
 
     def stats(self) -> dict[str, Any]:
         """The statistics as JSON-ready data."""
@@ -122,6 +124,7 @@ class Simulator:
             "malformed": dict(self.malformed),
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
+            "service_ms": round(self.service_s * 1000, 3),
         }
 
     def _draw(self, rates: dict[str, float]) -> str | None:
@@ -207,6 +210,14 @@ def _invalid(sim: Simulator, message: str, param: str | None = None) -> JSONResp
 async def chat_completions(request: Request) -> Response:
     """POST /v1/chat/completions: validate, maybe inject a fault, then answer after the configured latency."""
     sim: Simulator = request.app.state.simulator
+    started = time.perf_counter()
+    try:
+        return await _handle(sim, request)
+    finally:
+        sim.service_s += time.perf_counter() - started
+
+
+async def _handle(sim: Simulator, request: Request) -> Response:
     config = sim.config
     sim.requests += 1
     if not sim.authorised(request):
@@ -281,6 +292,7 @@ async def _answer(sim: Simulator, body: dict[str, Any], classified: Classified) 
     delay = sim.latency_s(completion_tokens)
     if delay > 0:
         await asyncio.sleep(delay)
+        sim.service_s -= delay
     sim.completed += 1
     return JSONResponse(_completion(config.model, rendered, prompt_tokens, completion_tokens))
 

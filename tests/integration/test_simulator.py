@@ -232,7 +232,22 @@ def test_latency_and_token_rate(serve: Any) -> None:
     started = time.monotonic()
     completion = _client(sim).chat.completions.create(model="simulated", messages=_messages())
     assert completion.usage
-    assert time.monotonic() - started >= 0.15 + completion.usage.completion_tokens / 2000
+    elapsed = time.monotonic() - started
+    assert elapsed >= 0.15 + completion.usage.completion_tokens / 2000
+
+
+def test_service_time_counts_the_handler_but_not_the_latency(serve: Any) -> None:
+    sim = serve(latency_ms=300)
+    client = _client(sim)
+    started = time.monotonic()
+    for rollout in (1, 2):
+        client.chat.completions.create(model="simulated", messages=_messages(rollout))
+    elapsed_ms = (time.monotonic() - started) * 1000
+    service_ms = sim.stats()["service_ms"]
+    # two answers were rendered (positive), and neither 300 ms sleep is in the figure
+    assert 0 < service_ms < elapsed_ms - 600
+    httpx.post(f"{sim.base_url}/simulator/reset", timeout=5).raise_for_status()
+    assert sim.stats()["service_ms"] == 0
 
 
 def test_api_key_required(serve: Any) -> None:
