@@ -193,15 +193,6 @@ def ideal_seconds(calls: list[int], path: int, latency_s: float, concurrency: in
     return sum(max(path * latency_s, n * latency_s / concurrency) for n in calls)
 
 
-def serial_seconds(finished: list[float], batch_size: int) -> float:
-    """Time spent applying batches' updates in order, from the first to the last problem finished of each batch.
-
-    The first problem's own update is not seen (its start is not observable), so this slightly undercounts.
-    """
-    batches = [finished[i : i + batch_size] for i in range(0, len(finished), batch_size)]
-    return sum(b[-1] - b[0] for b in batches)
-
-
 def peak_rss_mib() -> float:
     """This process's maximum resident set size so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -214,33 +205,24 @@ def in_memory() -> dict[str, Any]:
 
 @dataclass
 class Timed:
-    """A training run with its wall time and this process's CPU time (every thread)."""
+    """A training run with its wall time, this process's CPU time (every thread) and when it ended (epoch s)."""
 
     result: TrainingResult
     wall_s: float
     cpu_s: float
+    ended_at: float
 
     def per_call_ms(self, seconds: float) -> float:
         """Milliseconds per model call of the run."""
         return seconds / self.result.usage.calls * 1000
 
 
-async def timed_train(
-    problems: list[Problem], ctx: Context, batch_size: int, home: Path | None, finished: list[float] | None = None
-) -> Timed:
-    """Train and time it, backends opened and closed included; in-memory backends when `home` is None.
-
-    `finished` receives the `perf_counter` time at which each problem's bank update and exports were done.
-    """
+async def timed_train(problems: list[Problem], ctx: Context, batch_size: int, home: Path | None) -> Timed:
+    """Train and time it, backends opened and closed included; in-memory backends when `home` is None."""
     backends = {"home": home} if home else in_memory()
-    stamps = finished if finished is not None else []
     wall, cpu = time.perf_counter(), time.process_time()
-
-    def stamp(_: object) -> None:
-        stamps.append(time.perf_counter())
-
-    result = await atrain(problems, context=ctx, batch_size=batch_size, on_problem=stamp, **backends)
-    return Timed(result, time.perf_counter() - wall, time.process_time() - cpu)
+    result = await atrain(problems, context=ctx, batch_size=batch_size, **backends)
+    return Timed(result, time.perf_counter() - wall, time.process_time() - cpu, time.time())
 
 
 def check_run(result: TrainingResult, sim: Simulator) -> dict[str, Any]:
@@ -274,9 +256,8 @@ async def bench_concurrency(args: argparse.Namespace, home: Path) -> Figure:
         )
         warm_up_s = await warm_up(ctx)
         sim.reset()
-        finished: list[float] = []
         with InFlightSampler(sim) as sampler:
-            timed = await timed_train(pick_problems(args.problems), ctx, args.batch_size, home, finished)
+            timed = await timed_train(pick_problems(args.problems), ctx, args.batch_size, home)
         stats = check_run(timed.result, sim)
     calls = batch_calls(timed.result, args.batch_size)
     path = critical_path(ctx)
@@ -306,8 +287,9 @@ async def bench_concurrency(args: argparse.Namespace, home: Path) -> Figure:
             "calls_per_s_needed": round(args.concurrency / (args.latency_ms / 1000), 1),
             "calls_per_s_achieved": round(timed.result.usage.calls / timed.wall_s, 1),
             "warm_up_s": round(warm_up_s, 3),
-            # no model call runs while a batch's updates are applied one problem at a time
-            "serial_updates_s": round(serial_seconds(finished, args.batch_size), 3),
+            # the run's end with no model call left: the last batch's bank updates, one problem at a time in
+            # dataset order, then its exports and result rows
+            "after_last_call_s": round(timed.ended_at - stats["last_completed_at"], 3),
         },
     )
 

@@ -112,6 +112,8 @@ class Simulator:
         self.completed = 0
         # time in the chat handler other than the latency sleep: the double's own cost, not the client's
         self.service_s = 0.0
+        # wall-clock time (time.time) of the last answer, so a client can tell how long it went on without one
+        self.last_completed_at: float | None = None
 
     def stats(self) -> dict[str, Any]:
         """The statistics as JSON-ready data."""
@@ -125,6 +127,7 @@ class Simulator:
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "service_ms": round(self.service_s * 1000, 3),
+            "last_completed_at": self.last_completed_at,
         }
 
     def _draw(self, rates: dict[str, float]) -> str | None:
@@ -294,6 +297,7 @@ async def _answer(sim: Simulator, body: dict[str, Any], classified: Classified) 
         await asyncio.sleep(delay)
         sim.service_s -= delay
     sim.completed += 1
+    sim.last_completed_at = time.time()
     return JSONResponse(_completion(config.model, rendered, prompt_tokens, completion_tokens))
 
 

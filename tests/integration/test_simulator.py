@@ -239,13 +239,15 @@ def test_latency_and_token_rate(serve: Any) -> None:
 def test_service_time_counts_the_handler_but_not_the_latency(serve: Any) -> None:
     sim = serve(latency_ms=300)
     client = _client(sim)
-    started = time.monotonic()
+    assert sim.stats()["last_completed_at"] is None
+    started, started_at = time.monotonic(), time.time()
     for rollout in (1, 2):
         client.chat.completions.create(model="simulated", messages=_messages(rollout))
     elapsed_ms = (time.monotonic() - started) * 1000
-    service_ms = sim.stats()["service_ms"]
+    stats = sim.stats()
     # two answers were rendered (positive), and neither 300 ms sleep is in the figure
-    assert 0 < service_ms < elapsed_ms - 600
+    assert 0 < stats["service_ms"] < elapsed_ms - 600
+    assert started_at + 0.6 <= stats["last_completed_at"] <= time.time()
     httpx.post(f"{sim.base_url}/simulator/reset", timeout=5).raise_for_status()
     assert sim.stats()["service_ms"] == 0
 

@@ -47,10 +47,6 @@ def test_calls_are_summed_per_batch_in_dataset_order(bench):
     assert bench.batch_calls(TrainingResult(run="r", model="m", problems=problems), 2) == [30, 70, 50]
 
 
-def test_serial_seconds_spans_each_batch(bench):
-    assert bench.serial_seconds([1.0, 1.5, 2.0, 10.0, 10.25], 3) == pytest.approx(1.0 + 0.25)
-
-
 def test_spread_problems_cover_every_dataset(bench):
     problems = bench.pick_problems(12)
     assert len(problems) == 12
