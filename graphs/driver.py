@@ -216,10 +216,10 @@ class Driver:
         """Apply a problem's bank update (if not applied yet) and return its finished state."""
         config = self._config(epoch, problem)
         snapshot = await self.graph.aget_state(config)
-        if snapshot.next:
-            await self.graph.ainvoke(None, config, context=self.context)
-            snapshot = await self.graph.aget_state(config)
-        return snapshot.values
+        if not snapshot.next:
+            return snapshot.values
+        # the graph's output schema holds everything the exports and the result rows read
+        return await self.graph.ainvoke(None, config, context=self.context)
 
     async def learn_batch(self, epoch: int, problems: list[Problem]) -> list[dict[str, Any]]:
         """Apply the bank updates of a batch's problems one at a time, in the order given (dataset order)."""
