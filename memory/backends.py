@@ -4,7 +4,12 @@
 a file path or `sqlite:///path` gives `AsyncSqliteStore` + `AsyncSqliteSaver` in one SQLite file, each on
 its own connection (the store commits with explicit BEGIN/COMMIT, the saver with implicit transactions,
 so they must not share one). The file is put in WAL mode so that readers never wait for the writer, and
-each connection waits up to `BUSY_TIMEOUT` seconds for the other's write lock.
+each connection waits up to `BUSY_TIMEOUT` seconds for the other's write lock. Both connections run with
+`synchronous=NORMAL`, SQLite's recommended setting for WAL: a commit survives the process being killed at
+any moment and the file is never corrupted; only a power cut or an OS crash can undo the last commits, which
+leaves an earlier consistent state (a checkpoint and the banks' journal are in the same file, so they roll
+back together) that a resumed run completes. It spares an fsync per commit, measured on a 4-problem
+simulated run: a checkpoint write took 6.3 ms instead of 10.9 ms, a store batch 1.6 ms instead of 2.4 ms.
 
 A `postgresql://` (or `postgres://`) URL gives `AsyncPostgresStore` + `AsyncPostgresSaver` sharing one
 `psycopg_pool.AsyncConnectionPool` with the connection settings langgraph's docs require (autocommit,
@@ -94,6 +99,7 @@ async def _connect(path: Path, isolation_level: str | None) -> aiosqlite.Connect
         # the mode is a property of the file; the cursor is closed at once so no statement holds a lock
         async with conn.execute("PRAGMA journal_mode=WAL") as cursor:
             await cursor.fetchall()
+        await (await conn.execute("PRAGMA synchronous=NORMAL")).close()
     except BaseException:
         # aiosqlite's worker thread is not a daemon: an unclosed connection would keep the process alive
         await conn.close()

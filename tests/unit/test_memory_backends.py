@@ -60,6 +60,14 @@ async def test_sqlite_store_and_checkpointer_share_one_file_and_persist(tmp_path
         assert (await graph(backends).aget_state(config)).values == {"count": 2}
 
 
+async def test_sqlite_connections_commit_without_an_fsync_each(tmp_path):
+    # synchronous is a property of each connection, not of the file: both the store's and the saver's are checked
+    async with open_backends(tmp_path / "state.db") as backends:
+        for conn in (backends.store.conn, backends.checkpointer.conn):
+            async with conn.execute("pragma synchronous") as cursor:
+                assert (await cursor.fetchone())[0] == 1  # NORMAL; FULL (2) is sqlite3's default
+
+
 async def test_two_runs_can_open_one_file_at_once(tmp_path):
     path = tmp_path / "shared.db"
     async with open_backends(path) as first, open_backends(path) as second:
