@@ -234,14 +234,6 @@ class Driver:
             zip(BANKS, await asyncio.gather(*(ExperienceBank(b, self.store).list() for b in BANKS)), strict=True)
         )
 
-    async def _export_banks(self) -> dict[str, int]:
-        """Write `<bank>_experiences.json` for every bank (with a run folder); the sizes, from the same read."""
-        banks = await self._banks()
-        if self.run_dir is not None:
-            for bank, records in banks.items():
-                write_bank(self.run_dir, bank, [e.to_spec() for e in records])
-        return {b: len(records) for b, records in banks.items()}
-
     async def run(self, problems: list[Problem], *, epochs: int = 1, batch_size: int = 4) -> TrainingResult:
         """Train over the problems for some epochs; the banks carry over from epoch to epoch."""
         started = time.monotonic()
@@ -257,19 +249,34 @@ class Driver:
         return result
 
     async def _epochs(self, problems: list[Problem], result: TrainingResult, *, epochs: int, batch_size: int) -> None:
-        for epoch in range(1, epochs + 1):
-            for start in range(0, len(problems), batch_size):
-                batch = problems[start : start + batch_size]
-                phases = await self.until_learn_batch(epoch, batch)
-                finished = await self._finish(epoch, batch, phases)
-                await self._record(epoch, [(o, s) for o, s in finished if s is not None])
-                sizes = await self._export_banks()
-                for outcome, _ in finished:
-                    outcome.bank_sizes = sizes
-                    result.problems.append(outcome)
-                    if outcome.status == "done":  # a skipped problem's calls were made by an earlier run
-                        result.usage = result.usage + outcome.usage
-                    self.on_problem(outcome)
+        # A batch's export files and result rows are written while the next batch's model calls run: they are
+        # derived from finished threads, and a resumed run writes a finished problem's again. One write at a
+        # time, in batch order.
+        writing: asyncio.Task[None] | None = None
+        try:
+            for epoch in range(1, epochs + 1):
+                for start in range(0, len(problems), batch_size):
+                    batch = problems[start : start + batch_size]
+                    phases = await self.until_learn_batch(epoch, batch)
+                    finished = await self._finish(epoch, batch, phases)
+                    banks = await self._banks()  # before the next batch's updates
+                    if writing is not None:
+                        await writing
+                    done = [(o, s) for o, s in finished if s is not None]
+                    writing = asyncio.create_task(self._write(epoch, done, banks))
+                    sizes = {b: len(records) for b, records in banks.items()}
+                    for outcome, _ in finished:
+                        outcome.bank_sizes = sizes
+                        result.problems.append(outcome)
+                        if outcome.status == "done":  # a skipped problem's calls were made by an earlier run
+                            result.usage = result.usage + outcome.usage
+                        self.on_problem(outcome)
+        except BaseException:
+            if writing is not None:
+                await asyncio.gather(writing, return_exceptions=True)  # the run's own error is the one raised
+            raise
+        if writing is not None:
+            await writing
 
     async def _finish(
         self, epoch: int, batch: list[Problem], phases: list[str | BaseException]
@@ -295,13 +302,29 @@ class Driver:
                 finished.append((failed, None))
         return finished
 
-    async def _record(self, epoch: int, finished: list[tuple[ProblemOutcome, dict[str, Any]]]) -> None:
-        """Exports and result rows of a batch's finished problems, in one pass per file."""
-        if self.run_dir is not None and finished:
-            await asyncio.to_thread(write_problems, self.run_dir, [s for _, s in finished], epoch)
+    async def _write(
+        self,
+        epoch: int,
+        finished: list[tuple[ProblemOutcome, dict[str, Any]]],
+        banks: dict[str, list[Experience]],
+    ) -> None:
+        """A batch's exports (problems and banks) and result rows, in one worker thread."""
+        await asyncio.to_thread(self._write_sync, epoch, finished, banks)
+
+    def _write_sync(
+        self,
+        epoch: int,
+        finished: list[tuple[ProblemOutcome, dict[str, Any]]],
+        banks: dict[str, list[Experience]],
+    ) -> None:
+        if self.run_dir is not None:
+            if finished:
+                write_problems(self.run_dir, [s for _, s in finished], epoch)
+            for bank, records in banks.items():
+                write_bank(self.run_dir, bank, [e.to_spec() for e in records])
         if self.results is not None:
             for outcome, state in finished:
-                await asyncio.to_thread(record_results, self.results, self.context.run, state, outcome)
+                record_results(self.results, self.context.run, state, outcome)
 
 
 def _one_line(error: BaseException) -> str:
