@@ -47,6 +47,22 @@ def test_calls_are_summed_per_batch_in_dataset_order(bench):
     assert bench.batch_calls(TrainingResult(run="r", model="m", problems=problems), 2) == [30, 70, 50]
 
 
+def test_overhead_per_call_is_the_steady_state_and_the_rest_is_the_runs_fixed_cost(bench):
+    problems = [
+        ProblemOutcome(id=str(i), epoch=1, dataset="x", status="done", usage=Usage(calls=c))
+        for i, c in enumerate([10, 20, 30])
+    ]
+    result = TrainingResult(run="r", model="m", problems=problems, usage=Usage(calls=60))
+    # 60 calls of 20 ms and 1 ms of service each; problems 2 and 3 (50 calls) took 1.5 s - 1.25 s = 1.25 s
+    timed = bench.Timed(result, wall_s=2.0, cpu_s=1.0, ended_at=0.0, marks=[0.25, 0.9, 1.5])
+    split = bench.Overhead.of(timed, service_s=0.06, latency_s=0.02)
+    assert split.steady_calls == 50 and split.service_ms == pytest.approx(1.0)
+    assert split.overhead_ms == pytest.approx((1.25 - 50 * 0.02) / 50 * 1000 - 1.0)  # 4 ms
+    assert split.whole_run_ms == pytest.approx((2.0 - 60 * 0.02) / 60 * 1000 - 1.0)
+    # what the steady state does not explain: 800 ms beyond latency, of which 60 calls x (1 + 4) ms per call
+    assert split.fixed_ms == pytest.approx(800 - 60 * 5.0)
+
+
 def test_spread_problems_cover_every_dataset(bench):
     problems = bench.pick_problems(12)
     assert len(problems) == 12
