@@ -1,8 +1,12 @@
 """Export files in the specification's shapes, so its `jq` snippets work on them.
 
 `generator_N_rollouts.jsonl` and `critic_results.jsonl` hold one line per (epoch, problem); a line is
-replaced, never appended twice, so re-running or resuming a run leaves each problem once. Files are
-written to a temporary name and renamed, so a crash never leaves half a file.
+replaced, never appended twice, so re-running or resuming a run leaves each problem once. A run's
+`Exporter` appends the lines of new problems (one write per file and batch) and rewrites a file whole
+only when a line of it is replaced, so a run writes each line about once instead of every file every
+batch. Whole files are written to a temporary name and renamed, so a crash never leaves half a file; an
+append cut short by a crash leaves a last line that does not parse, which the next write drops by
+rewriting the file (the problem's finished thread is exported again).
 """
 
 from __future__ import annotations
@@ -24,17 +28,47 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def upsert_lines(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    """Replace or add JSONL lines keyed by (epoch, id), keeping file order stable."""
-    lines: dict[tuple[int, str], dict[str, Any]] = {}
+Key = tuple[int, str]
+
+
+def line_key(record: dict[str, Any]) -> Key:
+    """What identifies an export line: its epoch and problem id."""
+    return (record.get("epoch", 1), record["id"])
+
+
+def read_lines(path: Path) -> tuple[dict[Key, dict[str, Any]], bool]:
+    """A JSONL export's records by key, and whether every line parsed (False after a torn append)."""
+    lines: dict[Key, dict[str, Any]] = {}
+    whole = True
     if path.exists():
         for raw in path.read_text(encoding="utf-8").splitlines():
-            if raw.strip():
-                rec = json.loads(raw)
-                lines[(rec.get("epoch", 1), rec["id"])] = rec
-    for rec in records:
-        lines[(rec.get("epoch", 1), rec["id"])] = rec
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+                lines[line_key(record)] = record
+            except (ValueError, KeyError, TypeError, AttributeError):
+                whole = False
+    return lines, whole
+
+
+def upsert_lines(path: Path, records: Iterable[dict[str, Any]]) -> set[Key]:
+    """Replace or add JSONL lines keyed by (epoch, id), keeping file order stable; the file's keys after."""
+    lines, _ = read_lines(path)
+    for record in records:
+        lines[line_key(record)] = record
     atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines.values()))
+    return set(lines)
+
+
+def append_lines(path: Path, records: list[dict[str, Any]]) -> None:
+    """Add JSONL lines at the end of a file in one write."""
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def group_summary(rollouts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -81,14 +115,47 @@ def problem_lines(state: dict[str, Any], epoch: int) -> dict[str, dict[str, Any]
     return out
 
 
-def write_problems(run_dir: Path, states: list[dict[str, Any]], epoch: int) -> None:
-    """Upsert finished problems into every export file they belong to, each file rewritten once."""
+def problem_files(states: list[dict[str, Any]], epoch: int) -> dict[str, list[dict[str, Any]]]:
+    """The export lines of finished problems, grouped by file name."""
     per_file: dict[str, list[dict[str, Any]]] = {}
     for state in states:
         for name, line in problem_lines(state, epoch).items():
             per_file.setdefault(name, []).append(line)
-    for name, lines in per_file.items():
-        upsert_lines(run_dir / name, lines)
+    return per_file
+
+
+class Exporter:
+    """A run folder's export files, brought up to date after each batch (see the module docstring).
+
+    It remembers the keys of each problems file (read once, when first written) and the records of each bank
+    file last written, so it is one per run folder and process, and nothing else writes those files meanwhile.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._keys: dict[str, set[Key] | None] = {}
+        self._banks: dict[str, list[dict[str, Any]]] = {}
+
+    def problems(self, states: list[dict[str, Any]], epoch: int) -> None:
+        """Add or replace finished problems' lines: appended when new, the file rewritten when one is there."""
+        for name, lines in problem_files(states, epoch).items():
+            path = self.run_dir / name
+            if name not in self._keys:
+                found, whole = read_lines(path)
+                self._keys[name] = set(found) if whole else None
+            keys = self._keys[name]
+            new = [line_key(line) for line in lines]
+            if keys is None or len(set(new)) < len(new) or not keys.isdisjoint(new):
+                self._keys[name] = upsert_lines(path, lines)
+            else:
+                append_lines(path, lines)
+                keys.update(new)
+
+    def bank(self, bank: str, records: list[dict[str, Any]]) -> None:
+        """`<bank>_experiences.json`, rewritten only when its records differ from the ones last written."""
+        if self._banks.get(bank) != records:
+            write_bank(self.run_dir, bank, records)
+            self._banks[bank] = records
 
 
 def write_bank(run_dir: Path, bank: str, records: list[dict[str, Any]]) -> None:

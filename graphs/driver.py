@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from causal_grpo.context import Context
 from causal_grpo.errors import CausalGrpoError
-from causal_grpo.exports import write_bank, write_problems
+from causal_grpo.exports import Exporter
 from causal_grpo.limiter import problem_rank
 from causal_grpo.llm import ModelAccessError, Usage, close_clients
 from causal_grpo.problems import Problem
@@ -78,14 +78,13 @@ class TrainingResult(BaseModel):
         return {**self.model_dump(mode="json"), "accuracy": self.accuracy}
 
 
-def record_results(db: Results, run: str, state: dict[str, Any], outcome: ProblemOutcome) -> None:
-    """Upsert a finished problem's rows; a critic row's `rollout` is the generator it fused."""
-    problem_id = state["problem"]["id"]
+def record_results(db: Results, run: str, finished: list[tuple[ProblemOutcome, dict[str, Any]]]) -> None:
+    """Upsert finished problems' rows, one write per table; a critic row's `rollout` is the generator it fused."""
     db.record_rollouts(
         RolloutRecord(
             run=run,
             epoch=outcome.epoch,
-            problem_id=problem_id,
+            problem_id=state["problem"]["id"],
             agent=r["agent"],
             rollout=r["generator"] if r["agent"] == "critic" else r["index"],
             valid=r["valid"],
@@ -101,13 +100,14 @@ def record_results(db: Results, run: str, state: dict[str, Any], outcome: Proble
             prompt_tokens=r["usage"].get("prompt_tokens", 0),
             completion_tokens=r["usage"].get("completion_tokens", 0),
         )
+        for outcome, state in finished
         for r in [*state.get("rollouts", []), *state.get("fused", [])]
     )
-    db.record_problem(
+    db.record_problems(
         ProblemRecord(
             run=run,
             epoch=outcome.epoch,
-            problem_id=problem_id,
+            problem_id=state["problem"]["id"],
             dataset=outcome.dataset,
             status="done" if outcome.status == "skipped" else outcome.status,
             group_accuracy=outcome.accuracy,
@@ -115,6 +115,7 @@ def record_results(db: Results, run: str, state: dict[str, Any], outcome: Proble
             correct=outcome.final_correct,
             tokens=outcome.usage.prompt_tokens + outcome.usage.completion_tokens,
         )
+        for outcome, state in finished
     )
 
 
@@ -178,6 +179,7 @@ class Driver:
         self.graph = build_training_graph().compile(checkpointer=checkpointer, store=store)
         target = results or (run_dir / "results.db" if run_dir is not None else None)
         self.results = open_results(target) if target is not None else None
+        self.exporter = Exporter(run_dir) if run_dir is not None else None
 
     def _config(self, epoch: int, problem: Problem, stage: str | None = None) -> dict[str, Any]:
         tid = thread_id(self.context.run, epoch, problem.id, stage or self.context.stage)
@@ -317,14 +319,12 @@ class Driver:
         finished: list[tuple[ProblemOutcome, dict[str, Any]]],
         banks: dict[str, list[Experience]],
     ) -> None:
-        if self.run_dir is not None:
-            if finished:
-                write_problems(self.run_dir, [s for _, s in finished], epoch)
+        if self.exporter is not None:
+            self.exporter.problems([s for _, s in finished], epoch)
             for bank, records in banks.items():
-                write_bank(self.run_dir, bank, [e.to_spec() for e in records])
-        if self.results is not None:
-            for outcome, state in finished:
-                record_results(self.results, self.context.run, state, outcome)
+                self.exporter.bank(bank, [e.to_spec() for e in records])
+        if self.results is not None and finished:
+            record_results(self.results, self.context.run, finished)
 
 
 def _one_line(error: BaseException) -> str:

@@ -123,9 +123,9 @@ class Results(ABC):
         """Insert or replace rollout rows; returns how many were written."""
         return self._upsert(ROLLOUTS, records)
 
-    def record_problem(self, record: ProblemRecord) -> None:
-        """Insert or replace one problem's row."""
-        self._upsert(PROBLEMS, [record])
+    def record_problems(self, records: Iterable[ProblemRecord]) -> int:
+        """Insert or replace problem rows; returns how many were written."""
+        return self._upsert(PROBLEMS, records)
 
     def record_evaluations(self, records: Iterable[EvalRecord]) -> int:
         """Insert or replace evaluation rows; returns how many were written."""

@@ -78,13 +78,13 @@ async def test_every_batch_is_exported_though_writes_overlap_the_next_batch(
 ):
     problems = load_problems("full", 5)
     written: list[list[str]] = []
-    real = driver_module.write_problems
+    real = driver_module.Exporter.problems
 
-    def recorded(run_dir, states, epoch):
+    def recorded(self, states, epoch):
         written.append([s["problem"]["id"] for s in states])
-        real(run_dir, states, epoch)
+        real(self, states, epoch)
 
-    monkeypatch.setattr(driver_module, "write_problems", recorded)
+    monkeypatch.setattr(driver_module.Exporter, "problems", recorded)
     await atrain(problems, context=sim_context, store=store, checkpointer=checkpointer, home=tmp_path, batch_size=2)
     # one write per batch, in batch order, and all of them finished before atrain returned
     assert written == [[p.id for p in problems[i : i + 2]] for i in range(0, 5, 2)]
@@ -102,7 +102,7 @@ async def test_a_failed_export_stops_the_run_and_a_model_error_is_not_masked_by_
     def disk_full(*_args):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(driver_module, "write_problems", disk_full)
+    monkeypatch.setattr(driver_module.Exporter, "problems", disk_full)
     problems = load_problems("aime2024", 3)
     with pytest.raises(OSError, match="No space left"):
         await atrain(problems, context=sim_context, store=store, checkpointer=checkpointer, home=tmp_path, batch_size=1)

@@ -36,8 +36,8 @@ def test_upserts_are_idempotent_and_round_trip(tmp_path):
     problem = ProblemRecord(
         run="r1", problem_id="aime2024_001", dataset="aime2024", group_accuracy={"generator_1": 2 / 3}
     )
-    db.record_problem(problem)
-    db.record_problem(problem.model_copy(update={"correct": True, "final_answer": "204", "seconds": 3.5}))
+    assert db.record_problems([problem]) == 1
+    db.record_problems([problem.model_copy(update={"correct": True, "final_answer": "204", "seconds": 3.5})])
     assert db.problems("r1") == [problem.model_copy(update={"correct": True, "final_answer": "204", "seconds": 3.5})]
     assert db.rollouts("other") == [] and db.problems("other") == []
     db.close()
