@@ -47,7 +47,7 @@ from causal_grpo.memory.schemas import (
     utcnow,
 )
 from causal_grpo.memory.selection import count_tokens, format_experiences, pack, rank
-from langgraph.store.base import BaseStore, GetOp, PutOp
+from langgraph.store.base import BaseStore, PutOp
 from pydantic import BaseModel
 
 from causal_grpo.errors import CausalGrpoError
@@ -142,9 +142,9 @@ async def _bank_locks(store: BaseStore, banks: Iterable[str]) -> AsyncIterator[N
 async def _fetch(store: BaseStore, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Experience | None]:
     """The records of (bank, id) keys in one batch; None for a missing one."""
     unique = list(dict.fromkeys(keys))
-    if not unique:
-        return {}
-    found = await store.abatch([GetOp(namespace(bank), i) for bank, i in unique])
+    # separate reads, not one `abatch`: a batching store (SQLite, PostgreSQL) folds them into one round trip
+    # together with whatever else its caller reads at the same time
+    found = await asyncio.gather(*(store.aget(namespace(bank), i) for bank, i in unique))
     return {k: v and Experience.model_validate(v.value) for k, v in zip(unique, found, strict=True)}
 
 
@@ -317,24 +317,24 @@ class ExperienceBank:
                 journal = Journal.model_validate(item.value)
                 if journal.status == "applied":
                     return journal.result(replayed=True)
-            else:
-                journal = await self._plan(
-                    ops,
-                    records={i: record for (_, i), record in fetched.items() if record},
-                    known={
-                        bank: {e.content.lower(): e.id for e in found}
-                        for bank, found in zip(add_banks, live, strict=True)
-                    },
-                    numbers=dict(zip(add_banks, numbers, strict=True)),
-                    op_key=op_key,
-                    run=run,
-                    problem_id=problem_id,
-                    at=now or utcnow(),
-                    problem_text=problem_text,
-                    answer=answer,
-                    unit=unit,
-                )
-            return await self._complete(journal)
+                return await self._complete(journal)  # planned before a crash: its targets are read again
+            journal = await self._plan(
+                ops,
+                records={i: record for (_, i), record in fetched.items() if record},
+                known={
+                    bank: {e.content.lower(): e.id for e in found} for bank, found in zip(add_banks, live, strict=True)
+                },
+                numbers=dict(zip(add_banks, numbers, strict=True)),
+                op_key=op_key,
+                run=run,
+                problem_id=problem_id,
+                at=now or utcnow(),
+                problem_text=problem_text,
+                answer=answer,
+                unit=unit,
+            )
+            # the records read for the plan are still current: the bank's lock is held and the plan wrote none
+            return await self._complete(journal, fetched)
 
     async def recover(self) -> list[ApplyResult]:
         """Complete every pending update of this agent (after a crash); returns their outcomes."""
@@ -432,10 +432,13 @@ class ExperienceBank:
         item = await self.store.aget(namespace(bank, "sequence"), "next")
         return int(item.value["next"]) if item else 1
 
-    async def _complete(self, journal: Journal) -> ApplyResult:
-        """Write the journal's edits (each at most once) and mark it applied."""
+    async def _complete(
+        self, journal: Journal, read: dict[tuple[str, str], Experience | None] | None = None
+    ) -> ApplyResult:
+        """Write the journal's edits (each at most once) and mark it applied; `read`: its targets, if just read."""
         todo = [p for p in journal.plan if p.status == "applied" and p.bank and p.id]
-        records = await _fetch(self.store, [(p.bank or "", p.id or "") for p in todo])
+        keys = [(p.bank or "", p.id or "") for p in todo]
+        records = {k: read.get(k) for k in keys} if read is not None else await _fetch(self.store, keys)
         changed: dict[tuple[str, str], Experience] = {}
         for planned in todo:
             key = (planned.bank or "", planned.id or "")

@@ -135,7 +135,7 @@ async def test_crash_between_journal_and_writes_completes_exactly_once(store, mo
     await apply(bank, [add("Existing lesson.")], "k0")
     real_complete = ExperienceBank._complete
 
-    async def crash(self, journal):
+    async def crash(self, journal, read=None):
         raise RuntimeError("killed after the journal was written")
 
     monkeypatch.setattr(ExperienceBank, "_complete", crash)
@@ -181,7 +181,7 @@ async def test_replaying_a_half_written_journal_writes_each_edit_once(store, mon
 async def test_recover_completes_pending_journals(store, monkeypatch):
     bank = ExperienceBank("generator_3", store)
 
-    async def crash(self, journal):
+    async def crash(self, journal, read=None):
         raise RuntimeError("killed")
 
     monkeypatch.setattr(ExperienceBank, "_complete", crash)
