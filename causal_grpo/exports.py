@@ -81,8 +81,12 @@ def group_summary(rollouts: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def problem_lines(state: dict[str, Any], epoch: int) -> dict[str, dict[str, Any]]:
-    """The export lines of one finished problem, keyed by file name."""
+def problem_lines(state: dict[str, Any], epoch: int, stage: str = "all") -> dict[str, dict[str, Any]]:
+    """The export lines of one finished problem, keyed by file name.
+
+    A critic stage's thread holds the rollouts its generators stage made, not their extraction: its lines
+    are the critic's alone, and the generators' files keep the lines their own stage wrote.
+    """
     problem = state["problem"]
     head = {
         "id": problem["id"],
@@ -92,7 +96,7 @@ def problem_lines(state: dict[str, Any], epoch: int) -> dict[str, dict[str, Any]
     }
     extractions = {e["agent"]: e for e in state.get("extractions", [])}
     out: dict[str, dict[str, Any]] = {}
-    generators = sorted({r["generator"] for r in state["rollouts"]})
+    generators = sorted({r["generator"] for r in state["rollouts"]}) if stage != "critic" else []
     for g in generators:
         agent = f"generator_{g}"
         group = sorted((r for r in state["rollouts"] if r["generator"] == g), key=lambda r: r["index"])
@@ -115,11 +119,11 @@ def problem_lines(state: dict[str, Any], epoch: int) -> dict[str, dict[str, Any]
     return out
 
 
-def problem_files(states: list[dict[str, Any]], epoch: int) -> dict[str, list[dict[str, Any]]]:
-    """The export lines of finished problems, grouped by file name."""
+def problem_files(states: list[dict[str, Any]], epoch: int, stage: str) -> dict[str, list[dict[str, Any]]]:
+    """The export lines of finished problems of a stage, grouped by file name."""
     per_file: dict[str, list[dict[str, Any]]] = {}
     for state in states:
-        for name, line in problem_lines(state, epoch).items():
+        for name, line in problem_lines(state, epoch, stage).items():
             per_file.setdefault(name, []).append(line)
     return per_file
 
@@ -136,9 +140,9 @@ class Exporter:
         self._keys: dict[str, set[Key] | None] = {}
         self._banks: dict[str, list[dict[str, Any]]] = {}
 
-    def problems(self, states: list[dict[str, Any]], epoch: int) -> None:
+    def problems(self, states: list[dict[str, Any]], epoch: int, stage: str = "all") -> None:
         """Add or replace finished problems' lines: appended when new, the file rewritten when one is there."""
-        for name, lines in problem_files(states, epoch).items():
+        for name, lines in problem_files(states, epoch, stage).items():
             path = self.run_dir / name
             if name not in self._keys:
                 found, whole = read_lines(path)

@@ -320,7 +320,7 @@ class Driver:
         banks: dict[str, list[Experience]],
     ) -> None:
         if self.exporter is not None:
-            self.exporter.problems([s for _, s in finished], epoch)
+            self.exporter.problems([s for _, s in finished], epoch, self.context.stage)
             for bank, records in banks.items():
                 self.exporter.bank(bank, [e.to_spec() for e in records])
         if self.results is not None and finished:

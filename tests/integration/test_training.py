@@ -80,9 +80,9 @@ async def test_every_batch_is_exported_though_writes_overlap_the_next_batch(
     written: list[list[str]] = []
     real = driver_module.Exporter.problems
 
-    def recorded(self, states, epoch):
+    def recorded(self, states, epoch, stage):
         written.append([s["problem"]["id"] for s in states])
-        real(self, states, epoch)
+        real(self, states, epoch, stage)
 
     monkeypatch.setattr(driver_module.Exporter, "problems", recorded)
     await atrain(problems, context=sim_context, store=store, checkpointer=checkpointer, home=tmp_path, batch_size=2)
@@ -204,6 +204,25 @@ async def test_the_critic_stage_fuses_stored_rollouts_and_resumes_after_a_crash(
     assert all("critic" in p.accuracy for p in resumed.problems)
     # The critic stage regenerated nothing: every scaffold request came from the generators stage.
     assert scaffold_requests(simulator) == scaffolds
+
+
+async def test_the_critic_stage_adds_its_results_and_leaves_the_generators_exports_alone(
+    sim_context, store, checkpointer, tmp_path
+):
+    problems = load_problems("physics", 2)
+    run_dir = tmp_path / "runs" / sim_context.run
+    generators = sim_context.model_copy(update={"stage": "generators"})
+    await atrain(problems, context=generators, store=store, checkpointer=checkpointer, home=tmp_path)
+    before = (run_dir / "generator_1_rollouts.jsonl").read_text()
+    assert all(json.loads(line)["extraction"] for line in before.splitlines())
+    assert not (run_dir / "critic_results.jsonl").exists()
+
+    critic = sim_context.model_copy(update={"stage": "critic"})
+    await atrain(problems, context=critic, store=store, checkpointer=checkpointer, home=tmp_path)
+    # the critic stage's threads hold the generators' rollouts but not their extraction: it must not rewrite them
+    assert (run_dir / "generator_1_rollouts.jsonl").read_text() == before
+    fused = [json.loads(line) for line in (run_dir / "critic_results.jsonl").read_text().splitlines()]
+    assert [line["id"] for line in fused] == [p.id for p in problems]
 
 
 async def test_the_critic_stage_needs_a_generators_stage(sim_context, store, checkpointer):
