@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +25,7 @@ from langchain_openai import ChatOpenAI
 from causal_grpo.problems import load_problems
 from causal_grpo.scaffold import Scaffold
 from causal_grpo.simulator.config import SimulatorConfig
-from causal_grpo.simulator.runner import SimulatorServer
+from causal_grpo.simulator.runner import SimulatorServer, _bind
 
 pytestmark = pytest.mark.integration
 
@@ -340,3 +341,27 @@ def test_cli_serve_announces_a_loopback_simulator_and_stops_on_interrupt() -> No
             # uvicorn shuts down gracefully, then re-raises the signal: 130 is Ctrl-C's usual status.
             assert proc.wait(timeout=10) in (0, 130)
             assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
+
+
+def test_connections_to_the_simulator_send_without_waiting_for_acks():
+    # asyncio's own loop (a plain install has no uvloop) turns Nagle off only on sockets whose protocol is TCP;
+    # with Nagle on, a response's body waited for the client's delayed ACK: 40 ms more on every call
+    async def accepted_nodelay() -> int:
+        listener = _bind("127.0.0.1", 0)
+        seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                accepted = transport.get_extra_info("socket")
+                seen.set_result(accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=listener)
+        async with server:
+            _, writer = await asyncio.open_connection(*listener.getsockname()[:2])
+            try:
+                return await asyncio.wait_for(seen, 5)
+            finally:
+                writer.close()
+
+    assert asyncio.run(accepted_nodelay()) != 0
