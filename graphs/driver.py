@@ -251,34 +251,20 @@ class Driver:
         return result
 
     async def _epochs(self, problems: list[Problem], result: TrainingResult, *, epochs: int, batch_size: int) -> None:
-        # A batch's export files and result rows are written while the next batch's model calls run: they are
-        # derived from finished threads, and a resumed run writes a finished problem's again. One write at a
-        # time, in batch order.
-        writing: asyncio.Task[None] | None = None
-        try:
-            for epoch in range(1, epochs + 1):
-                for start in range(0, len(problems), batch_size):
-                    batch = problems[start : start + batch_size]
-                    phases = await self.until_learn_batch(epoch, batch)
-                    finished = await self._finish(epoch, batch, phases)
-                    banks = await self._banks()  # before the next batch's updates
-                    if writing is not None:
-                        await writing
-                    done = [(o, s) for o, s in finished if s is not None]
-                    writing = asyncio.create_task(self._write(epoch, done, banks))
-                    sizes = {b: len(records) for b, records in banks.items()}
-                    for outcome, _ in finished:
-                        outcome.bank_sizes = sizes
-                        result.problems.append(outcome)
-                        if outcome.status == "done":  # a skipped problem's calls were made by an earlier run
-                            result.usage = result.usage + outcome.usage
-                        self.on_problem(outcome)
-        except BaseException:
-            if writing is not None:
-                await asyncio.gather(writing, return_exceptions=True)  # the run's own error is the one raised
-            raise
-        if writing is not None:
-            await writing
+        for epoch in range(1, epochs + 1):
+            for start in range(0, len(problems), batch_size):
+                batch = problems[start : start + batch_size]
+                phases = await self.until_learn_batch(epoch, batch)
+                finished = await self._finish(epoch, batch, phases)
+                banks = await self._banks()
+                await self._write(epoch, [(o, s) for o, s in finished if s is not None], banks)
+                sizes = {b: len(records) for b, records in banks.items()}
+                for outcome, _ in finished:
+                    outcome.bank_sizes = sizes
+                    result.problems.append(outcome)
+                    if outcome.status == "done":  # a skipped problem's calls were made by an earlier run
+                        result.usage = result.usage + outcome.usage
+                    self.on_problem(outcome)
 
     async def _finish(
         self, epoch: int, batch: list[Problem], phases: list[str | BaseException]
