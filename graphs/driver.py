@@ -254,7 +254,8 @@ class Driver:
                 phases = await self.until_learn_batch(epoch, batch)
                 finished = await self._finish(epoch, batch, phases)
                 banks = await self._banks()
-                await self._write(epoch, [(o, s) for o, s in finished if s is not None], banks)
+                done = [(o, s) for o, s in finished if s is not None]
+                await asyncio.to_thread(self._write, epoch, done, banks)
                 sizes = {b: len(records) for b, records in banks.items()}
                 for outcome, _ in finished:
                     outcome.bank_sizes = sizes
@@ -287,21 +288,13 @@ class Driver:
                 finished.append((failed, None))
         return finished
 
-    async def _write(
+    def _write(
         self,
         epoch: int,
         finished: list[tuple[ProblemOutcome, dict[str, Any]]],
         banks: dict[str, list[Experience]],
     ) -> None:
-        """A batch's exports (problems and banks) and result rows, in one worker thread."""
-        await asyncio.to_thread(self._write_sync, epoch, finished, banks)
-
-    def _write_sync(
-        self,
-        epoch: int,
-        finished: list[tuple[ProblemOutcome, dict[str, Any]]],
-        banks: dict[str, list[Experience]],
-    ) -> None:
+        """A batch's exports (problems and banks) and result rows; blocking, so run in a worker thread."""
         if self.exporter is not None:
             self.exporter.problems([s for _, s in finished], epoch, self.context.stage)
             for bank, records in banks.items():

@@ -140,7 +140,7 @@ async def _bank_locks(store: BaseStore, banks: Iterable[str]) -> AsyncIterator[N
 
 
 async def _fetch(store: BaseStore, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Experience | None]:
-    """The records of (bank, id) keys in one batch; None for a missing one."""
+    """The records of (bank, id) keys; None for a missing one."""
     unique = list(dict.fromkeys(keys))
     # separate reads, not one `abatch`: a batching store (SQLite, PostgreSQL) folds them into one round trip
     # together with whatever else its caller reads at the same time
