@@ -37,18 +37,19 @@ def line_key(record: dict[str, Any]) -> Key:
 
 
 def read_lines(path: Path) -> tuple[dict[Key, dict[str, Any]], bool]:
-    """A JSONL export's records by key, and whether every line parsed (False after a torn append)."""
+    """A JSONL export's records by key, and whether the file is whole: every line parsed and ended, so a line
+    appended next starts a line of its own (False after a torn append)."""
     lines: dict[Key, dict[str, Any]] = {}
-    whole = True
-    if path.exists():
-        for raw in path.read_text(encoding="utf-8").splitlines():
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-                lines[line_key(record)] = record
-            except (ValueError, KeyError, TypeError, AttributeError):
-                whole = False
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    whole = not text or text.endswith("\n")
+    for raw in text.splitlines():
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+            lines[line_key(record)] = record
+        except (ValueError, KeyError, TypeError, AttributeError):
+            whole = False
     return lines, whole
 
 

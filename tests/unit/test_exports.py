@@ -54,6 +54,14 @@ def test_an_append_cut_short_by_a_crash_is_dropped_at_the_next_write(tmp_path):
     assert lines(path) == [(1, "p1", "1"), (1, "p2", "1")]
 
 
+def test_a_last_line_without_its_newline_is_not_glued_to_the_next_one(tmp_path):
+    path = tmp_path / "generator_1_rollouts.jsonl"
+    Exporter(tmp_path).problems([state("p1")], epoch=1)
+    path.write_text(path.read_text().rstrip("\n"))  # e.g. saved by an editor that drops the final newline
+    Exporter(tmp_path).problems([state("p2")], epoch=1)
+    assert lines(path) == [(1, "p1", "1"), (1, "p2", "1")]
+
+
 def test_a_bank_file_is_rewritten_only_when_its_records_change(tmp_path):
     exporter = Exporter(tmp_path)
     path = tmp_path / "critic_experiences.json"
