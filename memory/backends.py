@@ -99,7 +99,8 @@ async def _connect(path: Path, isolation_level: str | None) -> aiosqlite.Connect
         # the mode is a property of the file; the cursor is closed at once so no statement holds a lock
         async with conn.execute("PRAGMA journal_mode=WAL") as cursor:
             await cursor.fetchall()
-        await (await conn.execute("PRAGMA synchronous=NORMAL")).close()
+        async with conn.execute("PRAGMA synchronous=NORMAL"):
+            pass
     except BaseException:
         # aiosqlite's worker thread is not a daemon: an unclosed connection would keep the process alive
         await conn.close()
