@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from fractions import Fraction
 from typing import Any
 
@@ -24,10 +25,18 @@ GIVENS = [
 UNITS = ["", "m", "kg", "N", "m/s^2", "degree", "percent", "km", "J", "furlong", "bogus", "degC", "m^99"]
 
 
+def bounded(scaffold: Any) -> Computation:
+    """`compute` with the test's time limit, checked on the clock the computer bounds: this thread's CPU time
+    (wall time also counts whatever else the machine runs, such as a test suite beside it)."""
+    started = time.thread_time()
+    result = compute(scaffold, time_limit_s=TIME_LIMIT_S)
+    assert time.thread_time() - started < TIME_LIMIT_S + 0.5
+    return result
+
+
 def check(result: Computation) -> None:
-    """What must hold for any input: a Computation, in time, with no bug reported."""
+    """What must hold for any input: a Computation with no bug reported."""
     assert isinstance(result, Computation)
-    assert result.elapsed_ms < TIME_LIMIT_S * 1000 + 500
     assert not [e for e in result.errors if e.kind == "internal"], result.errors
     assert result.valid == (not result.errors and result.answer is not None)
     assert set(result.values) == set(result.order) == set(result.numeric) == set(result.units)
@@ -40,13 +49,13 @@ def with_formula(formula: str, unit: str = "") -> dict[str, Any]:
 @SETTINGS
 @given(st.text(max_size=200))
 def test_any_text_formula(formula: str) -> None:
-    check(compute(with_formula(formula), time_limit_s=TIME_LIMIT_S))
+    check(bounded(with_formula(formula)))
 
 
 @SETTINGS
 @given(st.text(alphabet="0123456789.eE+-*/%() ,^_abxyzpiEsqrtlogfcn!~<>=[]'\"", max_size=80))
 def test_formula_like_text(formula: str) -> None:
-    result = compute(with_formula(formula), time_limit_s=TIME_LIMIT_S)
+    result = bounded(with_formula(formula))
     check(result)
     if "t" in result.parents:
         assert result.parents["t"] == references(formula)
@@ -77,7 +86,7 @@ formulas = st.recursive(st.one_of(_numbers, _names), _extend, max_leaves=16)
 @SETTINGS
 @given(formulas, st.sampled_from(UNITS))
 def test_grammar_formulas(formula: str, unit: str) -> None:
-    result = compute(with_formula(formula, unit), time_limit_s=TIME_LIMIT_S)
+    result = bounded(with_formula(formula, unit))
     check(result)
     if "t" in result.parents:
         assert result.parents["t"] == references(formula)
@@ -104,7 +113,7 @@ def graphs(draw: st.DrawFn) -> dict[str, Any]:
 @SETTINGS
 @given(graphs())
 def test_random_graphs(scaffold: dict[str, Any]) -> None:
-    result = compute(scaffold, time_limit_s=TIME_LIMIT_S)
+    result = bounded(scaffold)
     check(result)
     ids = [n["id"] for n in scaffold["nodes"]]
     assert set(result.values) <= set(ids)
@@ -128,8 +137,8 @@ _scaffold_shaped = st.fixed_dictionaries(
 @SETTINGS
 @given(st.one_of(_json, _scaffold_shaped))
 def test_random_json(data: Any) -> None:
-    check(compute(data, time_limit_s=TIME_LIMIT_S))
-    check(compute(json.dumps(data), time_limit_s=TIME_LIMIT_S))
+    check(bounded(data))
+    check(bounded(json.dumps(data)))
 
 
 _fractions = st.fractions(max_denominator=10**9).filter(lambda f: abs(f) < 10**12)
