@@ -55,3 +55,10 @@ def test_writes_from_worker_threads(tmp_path):
     asyncio.run(write_all())
     assert [r.rollout for r in db.rollouts("r1")] == list(range(20))
     db.close()
+
+
+def test_database_is_wal_without_fsync_per_commit(tmp_path):
+    db = ResultsDB(tmp_path / "results.db")
+    assert db.db.execute("pragma journal_mode").fetchone() == ("wal",)
+    assert db.db.execute("pragma synchronous").fetchone() == (1,)  # NORMAL; FULL (2) is the default
+    db.close()
