@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from causal_grpo.agents.extractor.schemas import ExperienceOp
-from causal_grpo.memory.bank import ExperienceBank, RolloutUse, record_usages
+from causal_grpo.memory.bank import BankUpdate, RolloutUse, apply_updates, record_usages
 from langgraph.store.base import BaseStore
 
 
@@ -22,23 +22,28 @@ async def apply_learning(
     extractions: list[dict[str, Any]],
     rollouts: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """Apply each extraction's operations to its bank, then count the experiences each rollout saw."""
+    """Apply the extractions' operations (together, as if agent by agent in name order), then count the uses."""
     key = f"{run}:{epoch}:{problem['id']}"
-    learned: dict[str, Any] = {}
-    for extraction in sorted(extractions, key=lambda e: e["agent"]):
-        if not extraction["operations"]:
-            continue
-        agent = extraction["agent"]
-        result = await ExperienceBank(agent, store).apply(
-            [ExperienceOp.model_validate(op) for op in extraction["operations"]],
-            op_key=f"{key}:{agent}",
-            run=run,
-            problem_id=problem["id"],
-            problem_text=problem["text"],
-            answer=problem["answer"],
-            unit=problem.get("unit"),
-        )
-        learned[agent] = result.model_dump(mode="json")
+    proposing = sorted((e for e in extractions if e["operations"]), key=lambda e: e["agent"])
+    results = await apply_updates(
+        store,
+        [
+            BankUpdate(
+                agent=e["agent"],
+                ops=[ExperienceOp.model_validate(op) for op in e["operations"]],
+                op_key=f"{key}:{e['agent']}",
+                run=run,
+                problem_id=problem["id"],
+                problem_text=problem["text"],
+                answer=problem["answer"],
+                unit=problem.get("unit"),
+            )
+            for e in proposing
+        ],
+    )
+    learned: dict[str, Any] = {
+        e["agent"]: result.model_dump(mode="json") for e, result in zip(proposing, results, strict=True)
+    }
     usages = [
         RolloutUse(r["agent"], r["experiences_seen"], r["correct"], f"{key}:{r['agent']}:{r['generator']}:{r['index']}")
         for r in rollouts

@@ -8,7 +8,7 @@ import pytest
 from causal_grpo.agents.extractor.schemas import ExperienceOp
 from causal_grpo.memory import bank as bank_module
 from causal_grpo.memory.backends import open_backends
-from causal_grpo.memory.bank import ExperienceBank
+from causal_grpo.memory.bank import BankUpdate, ExperienceBank, apply_updates
 from causal_grpo.memory.schemas import namespace
 from langgraph.store.base import PutOp
 
@@ -130,22 +130,32 @@ async def test_same_op_key_applies_once(store):
     assert [e.content for e in await bank.list()] == ["A lesson."]
 
 
+def kill_before_the_records_are_written(monkeypatch, store):
+    """The process dies between an update's two writes: the pending journals are written, nothing after."""
+    real_abatch = type(store).abatch
+
+    async def abatch(self, ops):
+        ops = list(ops)
+        if any(
+            isinstance(op, PutOp) and op.namespace[1] == "journal" and op.value["status"] == "applied" for op in ops
+        ):
+            raise RuntimeError("killed after the journal was written")
+        return await real_abatch(self, ops)
+
+    monkeypatch.setattr(type(store), "abatch", abatch)
+
+
 async def test_crash_between_journal_and_writes_completes_exactly_once(store, monkeypatch):
     bank = ExperienceBank("generator_1", store)
     await apply(bank, [add("Existing lesson.")], "k0")
-    real_complete = ExperienceBank._complete
-
-    async def crash(self, journal, read=None):
-        raise RuntimeError("killed after the journal was written")
-
-    monkeypatch.setattr(ExperienceBank, "_complete", crash)
+    kill_before_the_records_are_written(monkeypatch, store)
     ops = [add("New lesson.", scope="shared"), ExperienceOp(op="modify", id="G1-001", content="Better lesson.")]
     with pytest.raises(RuntimeError):
         await apply(bank, ops, "k1")
     pending = await store.aget(namespace("generator_1", "journal"), "k1")
     assert pending.value["status"] == "pending"
     assert await ExperienceBank("shared", store).size() == 0
-    monkeypatch.setattr(ExperienceBank, "_complete", real_complete)
+    monkeypatch.undo()
 
     resumed = await ExperienceBank("generator_1", store).apply([], op_key="k1", run="r1", problem_id="p1")
     assert resumed.ids("add") == ["S-001"] and resumed.ids("modify") == ["G1-001"]
@@ -180,11 +190,7 @@ async def test_replaying_a_half_written_journal_writes_each_edit_once(store, mon
 
 async def test_recover_completes_pending_journals(store, monkeypatch):
     bank = ExperienceBank("generator_3", store)
-
-    async def crash(self, journal, read=None):
-        raise RuntimeError("killed")
-
-    monkeypatch.setattr(ExperienceBank, "_complete", crash)
+    kill_before_the_records_are_written(monkeypatch, store)
     with pytest.raises(RuntimeError):
         await apply(bank, [add("Lesson.")], "k1")
     monkeypatch.undo()
@@ -215,6 +221,82 @@ async def test_concurrent_applies_of_two_agents_sharing_the_shared_bank(store):
     )
     assert await ExperienceBank("shared", store).size() == 20
     assert [await ExperienceBank(a, store).size() for a in agents] == [10, 10]
+
+
+def interplaying_updates(problem: str) -> list[BankUpdate]:
+    """A problem's updates that depend on each other through the shared bank (S-001 exists beforehand)."""
+    ops = {
+        "critic": [add("Fuse by recomputing.", scope="shared"), ExperienceOp(op="delete", id="S-001")],
+        "generator_1": [
+            add("fuse by  recomputing.", scope="shared"),  # a duplicate of the critic's add, once that is applied
+            ExperienceOp(op="modify", id="S-001", content="Shared lesson, revised."),  # deleted by the critic
+            add("Name every quantity."),
+        ],
+        "generator_2": [
+            add("Name every quantity."),
+            ExperienceOp(op="modify", id="S-002", content="Fuse by recomputing!"),
+        ],
+    }
+    return [BankUpdate(agent, agent_ops, f"{problem}:{agent}", "r1", problem) for agent, agent_ops in ops.items()]
+
+
+async def banks_of(store) -> dict[str, list]:
+    banks = ("shared", "generator_1", "generator_2", "critic")
+    return {b: [e.model_dump() for e in await ExperienceBank(b, store).list(include_deleted=True)] for b in banks}
+
+
+async def test_updates_applied_together_equal_applying_them_one_by_one(store, tmp_path):
+    async with open_backends(None) as other:
+        for target in (store, other.store):
+            await apply(ExperienceBank("shared", target), [add("Shared lesson.")], "k0")
+        together = await apply_updates(store, interplaying_updates("p1"), now=NOW)
+        one_by_one = [
+            await ExperienceBank(u.agent, other.store).apply(
+                u.ops, op_key=u.op_key, run=u.run, problem_id=u.problem_id, now=NOW
+            )
+            for u in interplaying_updates("p1")
+        ]
+        assert together == one_by_one
+        assert await banks_of(store) == await banks_of(other.store)
+    critic, generator_1, generator_2 = together
+    assert critic.ids("add") == ["S-002"] and critic.ids("delete") == ["S-001"]
+    assert [o.reason for o in generator_1.outcomes[:2]] == ["duplicate of S-002", "S-001 is deleted"]
+    assert generator_1.ids("add") == ["G1-001"] and generator_2.ids("modify") == ["S-002"]
+
+
+async def test_a_problems_updates_are_written_in_two_batches(store, monkeypatch):
+    await apply(ExperienceBank("shared", store), [add("Shared lesson.")], "k0")
+    writes = []
+    real_abatch = type(store).abatch
+
+    async def abatch(self, ops):
+        ops = list(ops)
+        if any(isinstance(op, PutOp) for op in ops):
+            writes.append(ops)
+        return await real_abatch(self, ops)
+
+    monkeypatch.setattr(type(store), "abatch", abatch)
+    await apply_updates(store, interplaying_updates("p1"), now=NOW)
+    assert len(writes) == 2  # pending journals with the sequences, then the records and the journals applied
+    assert await apply_updates(store, interplaying_updates("p1"), now=NOW) != []
+    assert len(writes) == 2  # replayed: nothing written
+
+
+async def test_a_crash_between_the_two_writes_completes_every_update_once(store, monkeypatch):
+    async with open_backends(None) as other:
+        for target in (store, other.store):
+            await apply(ExperienceBank("shared", target), [add("Shared lesson.")], "k0")
+        expected = await apply_updates(other.store, interplaying_updates("p1"), now=NOW)
+        kill_before_the_records_are_written(monkeypatch, store)
+        with pytest.raises(RuntimeError):
+            await apply_updates(store, interplaying_updates("p1"), now=NOW)
+        monkeypatch.undo()
+        assert [e["content"] for e in (await banks_of(store))["shared"]] == ["Shared lesson."]
+        assert await apply_updates(store, interplaying_updates("p1"), now=NOW) == expected
+        assert await banks_of(store) == await banks_of(other.store)
+        replayed = await apply_updates(store, interplaying_updates("p1"), now=NOW)
+        assert replayed == [r.model_copy(update={"replayed": True}) for r in expected]
+        assert await banks_of(store) == await banks_of(other.store)
 
 
 async def test_usage_counters_are_idempotent_per_op_key(store):
