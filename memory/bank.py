@@ -316,83 +316,6 @@ class ExperienceBank:
                 results.append(await self._complete(Journal.model_validate(item.value)))
             return results
 
-    def _plan(
-        self,
-        ops: Sequence[ExperienceOp],
-        *,
-        records: dict[str, Experience],
-        known: dict[str, dict[str, str]],
-        numbers: dict[str, int],
-        op_key: str,
-        run: str,
-        problem_id: str,
-        at: str,
-        problem_text: str,
-        answer: str | None,
-        unit: str | None,
-    ) -> tuple[Journal, dict[str, int]]:
-        """Decide each operation's outcome and allocate ids: the pending journal and the banks' next numbers.
-
-        `records` are the live or deleted targets of modify and delete by id, `known` the live contents of each
-        bank an add goes to (lower-cased content -> id, to refuse duplicates; updated with the adds planned),
-        `numbers` those banks' next numbers. Nothing is written.
-        """
-        sequences: dict[str, int] = {}
-        deleted: set[str] = set()
-        checked = partial(check_content, answer=answer, unit=unit, problem_text=problem_text)
-        plan = []
-        for index, op in enumerate(ops):
-            planned = PlannedOp(
-                index=index, op=op.op, status="applied", category=op.category, problem_type=op.problem_type
-            )
-            if op.op == "add":
-                bank = planned.bank = "shared" if op.scope == "shared" else self.agent
-                planned.content, reason = checked(op.content)
-                if not reason and planned.content.lower() in known[bank]:
-                    reason = f"duplicate of {known[bank][planned.content.lower()]}"
-                if reason:
-                    planned.status, planned.reason = "rejected", reason
-                else:
-                    sequences.setdefault(bank, numbers[bank])
-                    planned.id = make_id(bank, sequences[bank])
-                    sequences[bank] += 1
-                    known[bank][planned.content.lower()] = planned.id
-                plan.append(planned)
-                continue
-            planned.id = (op.id or "").strip() or None
-            planned.bank, reason = _owner(op.id, self.agent)
-            record = records.get(planned.id or "")
-            if planned.bank and record is None:
-                reason = f"unknown id {planned.id}"
-            elif record is not None and (record.deleted or record.id in deleted):
-                reason = f"{record.id} is deleted"
-            if reason:
-                planned.status, planned.reason = "ignored", reason
-            elif op.op == "keep":
-                planned.status = "kept"
-            elif op.op == "delete":
-                deleted.add(record.id)
-            else:
-                # fields the extractor left at their defaults keep the record's values
-                if "category" not in op.model_fields_set:
-                    planned.category = record.category
-                if "problem_type" not in op.model_fields_set:
-                    planned.problem_type = record.problem_type
-                planned.content, reason = checked(op.content)
-                if reason:
-                    planned.status, planned.reason = "rejected", reason
-            plan.append(planned)
-        journal = Journal(
-            op_key=op_key,
-            agent=self.agent,
-            run=run,
-            problem_id=problem_id,
-            at=at,
-            status="pending",
-            plan=plan,
-        )
-        return journal, sequences
-
     def _owned(self, ids: Iterable[str]) -> list[tuple[str, str]]:
         """(bank, id) of the ids this agent may touch, in order and without repeats."""
         owners = {i.strip(): _owner(i, self.agent)[0] for i in ids}
@@ -454,6 +377,75 @@ class BankUpdate:
         return list(
             dict.fromkeys("shared" if op.scope == "shared" else self.agent for op in self.ops if op.op == "add")
         )
+
+
+def _plan(
+    update: BankUpdate,
+    *,
+    records: dict[str, Experience],
+    known: dict[str, dict[str, str]],
+    numbers: dict[str, int],
+    at: str,
+) -> tuple[Journal, dict[str, int]]:
+    """Decide each operation's outcome and allocate ids: the pending journal and the banks' next numbers.
+
+    `records` are the live or deleted targets of modify and delete by id, `known` the live contents of each
+    bank an add goes to (lower-cased content -> id, to refuse duplicates; updated with the adds planned),
+    `numbers` those banks' next numbers. Nothing is written.
+    """
+    sequences: dict[str, int] = {}
+    deleted: set[str] = set()
+    checked = partial(check_content, answer=update.answer, unit=update.unit, problem_text=update.problem_text)
+    plan = []
+    for index, op in enumerate(update.ops):
+        planned = PlannedOp(index=index, op=op.op, status="applied", category=op.category, problem_type=op.problem_type)
+        if op.op == "add":
+            bank = planned.bank = "shared" if op.scope == "shared" else update.agent
+            planned.content, reason = checked(op.content)
+            if not reason and planned.content.lower() in known[bank]:
+                reason = f"duplicate of {known[bank][planned.content.lower()]}"
+            if reason:
+                planned.status, planned.reason = "rejected", reason
+            else:
+                sequences.setdefault(bank, numbers[bank])
+                planned.id = make_id(bank, sequences[bank])
+                sequences[bank] += 1
+                known[bank][planned.content.lower()] = planned.id
+            plan.append(planned)
+            continue
+        planned.id = (op.id or "").strip() or None
+        planned.bank, reason = _owner(op.id, update.agent)
+        record = records.get(planned.id or "")
+        if planned.bank and record is None:
+            reason = f"unknown id {planned.id}"
+        elif record is not None and (record.deleted or record.id in deleted):
+            reason = f"{record.id} is deleted"
+        if reason:
+            planned.status, planned.reason = "ignored", reason
+        elif op.op == "keep":
+            planned.status = "kept"
+        elif op.op == "delete":
+            deleted.add(record.id)
+        else:
+            # fields the extractor left at their defaults keep the record's values
+            if "category" not in op.model_fields_set:
+                planned.category = record.category
+            if "problem_type" not in op.model_fields_set:
+                planned.problem_type = record.problem_type
+            planned.content, reason = checked(op.content)
+            if reason:
+                planned.status, planned.reason = "rejected", reason
+        plan.append(planned)
+    journal = Journal(
+        op_key=update.op_key,
+        agent=update.agent,
+        run=update.run,
+        problem_id=update.problem_id,
+        at=at,
+        status="pending",
+        plan=plan,
+    )
+    return journal, sequences
 
 
 async def apply_updates(
@@ -531,18 +523,12 @@ async def _apply_fresh(store: BaseStore, updates: Sequence[BankUpdate], at: str,
     journals: list[Journal] = []
     changed: dict[tuple[str, str], Experience] = {}
     for update in updates:
-        journal, sequences = _bank(update, store)._plan(
-            update.ops,
+        journal, sequences = _plan(
+            update,
             records={i: record for (_, i), record in records.items() if record},
             known={b: {c.lower(): i for i, c in contents[b].items()} for b in update.add_banks()},
             numbers={b: numbers[b] for b in update.add_banks()},
-            op_key=update.op_key,
-            run=update.run,
-            problem_id=update.problem_id,
             at=at,
-            problem_text=update.problem_text,
-            answer=update.answer,
-            unit=update.unit,
         )
         numbers.update(sequences)
         # the next plan sees this one's edits, as if it had been applied first
