@@ -329,10 +329,7 @@ class ExperienceBank:
         """Write a planned journal's edits (each at most once, read afresh) and mark it applied."""
         todo = [p for p in journal.plan if p.status == "applied" and p.bank and p.id]
         records = await _fetch(self.store, [(p.bank or "", p.id or "") for p in todo])
-        changed = _edits(journal, records)
-        applied = journal.model_copy(update={"status": "applied"})
-        puts = [PutOp(namespace(bank), i, e.model_dump(mode="json")) for (bank, i), e in changed.items()]
-        await self.store.abatch([*puts, PutOp(namespace(self.agent, "journal"), journal.op_key, applied.model_dump())])
+        await _write_applied(self.store, _edits(journal, records), [journal])
         return journal.result(replayed=False)
 
 
@@ -484,7 +481,11 @@ async def apply_updates(
             fresh = []
             journal = Journal.model_validate(item.value)
             replayed = journal.status == "applied"
-            results.append(journal.result(replayed=True) if replayed else await _bank(update, store)._complete(journal))
+            results.append(
+                journal.result(replayed=True)
+                if replayed
+                else await ExperienceBank(update.agent, store)._complete(journal)
+            )
         return results + await _apply_fresh(store, fresh, at, await _read_for(store, fresh))
 
 
@@ -497,14 +498,14 @@ class _Read:
     numbers: dict[str, int]
 
 
-def _bank(update: BankUpdate, store: BaseStore) -> ExperienceBank:
-    return ExperienceBank(update.agent, store)
-
-
 async def _read_for(store: BaseStore, updates: Sequence[BankUpdate]) -> _Read:
     """Everything planning the updates reads, fetched together (a batching store makes it one round trip)."""
     add_banks = list(dict.fromkeys(b for u in updates for b in u.add_banks()))
-    targets = [key for u in updates for key in _bank(u, store)._owned(op.id or "" for op in u.ops if op.op != "add")]
+    targets = [
+        key
+        for u in updates
+        for key in ExperienceBank(u.agent, store)._owned(op.id or "" for op in u.ops if op.op != "add")
+    ]
     records, live, numbers = await asyncio.gather(
         _fetch(store, targets),
         asyncio.gather(*(ExperienceBank(b, store)._candidates() for b in add_banks)),
@@ -545,6 +546,14 @@ async def _apply_fresh(store: BaseStore, updates: Sequence[BankUpdate], at: str,
     await store.abatch(
         [*sequences_written, *(PutOp(namespace(j.agent, "journal"), j.op_key, j.model_dump()) for j in journals)]
     )
+    await _write_applied(store, changed, journals)
+    return [j.result(replayed=False) for j in journals]
+
+
+async def _write_applied(
+    store: BaseStore, changed: dict[tuple[str, str], Experience], journals: Sequence[Journal]
+) -> None:
+    """The edited records and the journals marked applied, in one `abatch`."""
     applied = [j.model_copy(update={"status": "applied"}) for j in journals]
     await store.abatch(
         [
@@ -552,7 +561,6 @@ async def _apply_fresh(store: BaseStore, updates: Sequence[BankUpdate], at: str,
             *(PutOp(namespace(j.agent, "journal"), j.op_key, j.model_dump()) for j in applied),
         ]
     )
-    return [j.result(replayed=False) for j in journals]
 
 
 async def record_usages(store: BaseStore, usages: Sequence[RolloutUse], *, now: str | None = None) -> list[list[str]]:
