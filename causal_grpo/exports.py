@@ -58,13 +58,18 @@ def upsert_lines(path: Path, records: Iterable[dict[str, Any]]) -> set[Key]:
     lines, _ = read_lines(path)
     for record in records:
         lines[line_key(record)] = record
-    atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines.values()))
+    atomic_write(path, jsonl(lines.values()))
     return set(lines)
+
+
+def jsonl(records: Iterable[dict[str, Any]]) -> str:
+    """Records as JSONL text, each line ended."""
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
 def append_lines(path: Path, records: list[dict[str, Any]]) -> None:
     """Add JSONL lines at the end of a file in one write."""
-    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    data = jsonl(records).encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, data)
