@@ -254,8 +254,9 @@ class Driver:
                 phases = await self.until_learn_batch(epoch, batch)
                 finished = await self._finish(epoch, batch, phases)
                 banks = await self._banks()
-                done = [(o, s) for o, s in finished if s is not None]
-                await asyncio.to_thread(self._write, epoch, done, banks)
+                if self.exporter is not None or self.results is not None:
+                    done = [(o, s) for o, s in finished if s is not None]
+                    await asyncio.to_thread(self._write, epoch, done, banks)
                 sizes = {b: len(records) for b, records in banks.items()}
                 for outcome, _ in finished:
                     outcome.bank_sizes = sizes
