@@ -130,16 +130,18 @@ async def test_same_op_key_applies_once(store):
     assert [e.content for e in await bank.list()] == ["A lesson."]
 
 
-def kill_before_the_records_are_written(monkeypatch, store):
-    """The process dies between an update's two writes: the pending journals are written, nothing after."""
+def kill_before_the_journals_are_marked_applied(monkeypatch, store, *, records_written: bool = False):
+    """The process dies in the write that marks journals applied: with nothing of it written, or, as a store
+    without transactions might leave it, with its record edits written and the marks lost."""
     real_abatch = type(store).abatch
 
     async def abatch(self, ops):
         ops = list(ops)
-        if any(
-            isinstance(op, PutOp) and op.namespace[1] == "journal" and op.value["status"] == "applied" for op in ops
-        ):
-            raise RuntimeError("killed after the journal was written")
+        marks = [op for op in ops if isinstance(op, PutOp) and op.namespace[1] == "journal"]
+        if any(op.value["status"] == "applied" for op in marks):
+            if records_written:
+                await real_abatch(self, [op for op in ops if op not in marks])
+            raise RuntimeError("killed before the journal was marked applied")
         return await real_abatch(self, ops)
 
     monkeypatch.setattr(type(store), "abatch", abatch)
@@ -148,7 +150,7 @@ def kill_before_the_records_are_written(monkeypatch, store):
 async def test_crash_between_journal_and_writes_completes_exactly_once(store, monkeypatch):
     bank = ExperienceBank("generator_1", store)
     await apply(bank, [add("Existing lesson.")], "k0")
-    kill_before_the_records_are_written(monkeypatch, store)
+    kill_before_the_journals_are_marked_applied(monkeypatch, store)
     ops = [add("New lesson.", scope="shared"), ExperienceOp(op="modify", id="G1-001", content="Better lesson.")]
     with pytest.raises(RuntimeError):
         await apply(bank, ops, "k1")
@@ -168,17 +170,7 @@ async def test_replaying_a_half_written_journal_writes_each_edit_once(store, mon
     """A store without transactions could keep some record writes of a pending journal; replay skips them."""
     bank = ExperienceBank("generator_1", store)
     await apply(bank, [add("Lesson one.")], "k0")
-    real_abatch = type(store).abatch
-
-    async def drop_journal_mark(self, ops):
-        ops = list(ops)
-        marks = [op for op in ops if isinstance(op, PutOp) and op.namespace[1] == "journal"]
-        if any(op.value["status"] == "applied" for op in marks):
-            await real_abatch(self, [op for op in ops if op not in marks])
-            raise RuntimeError("killed before the journal was marked applied")
-        return await real_abatch(self, ops)
-
-    monkeypatch.setattr(type(store), "abatch", drop_journal_mark)
+    kill_before_the_journals_are_marked_applied(monkeypatch, store, records_written=True)
     with pytest.raises(RuntimeError):
         await apply(bank, [ExperienceOp(op="modify", id="G1-001", content="Lesson one, improved.")], "k1")
     monkeypatch.undo()
@@ -190,7 +182,7 @@ async def test_replaying_a_half_written_journal_writes_each_edit_once(store, mon
 
 async def test_recover_completes_pending_journals(store, monkeypatch):
     bank = ExperienceBank("generator_3", store)
-    kill_before_the_records_are_written(monkeypatch, store)
+    kill_before_the_journals_are_marked_applied(monkeypatch, store)
     with pytest.raises(RuntimeError):
         await apply(bank, [add("Lesson.")], "k1")
     monkeypatch.undo()
@@ -245,7 +237,7 @@ async def banks_of(store) -> dict[str, list]:
     return {b: [e.model_dump() for e in await ExperienceBank(b, store).list(include_deleted=True)] for b in banks}
 
 
-async def test_updates_applied_together_equal_applying_them_one_by_one(store, tmp_path):
+async def test_updates_applied_together_equal_applying_them_one_by_one(store):
     async with open_backends(None) as other:
         for target in (store, other.store):
             await apply(ExperienceBank("shared", target), [add("Shared lesson.")], "k0")
@@ -278,7 +270,8 @@ async def test_a_problems_updates_are_written_in_two_batches(store, monkeypatch)
     monkeypatch.setattr(type(store), "abatch", abatch)
     await apply_updates(store, interplaying_updates("p1"), now=NOW)
     assert len(writes) == 2  # pending journals with the sequences, then the records and the journals applied
-    assert await apply_updates(store, interplaying_updates("p1"), now=NOW) != []
+    replayed = await apply_updates(store, interplaying_updates("p1"), now=NOW)
+    assert len(replayed) == 3 and all(r.replayed for r in replayed)
     assert len(writes) == 2  # replayed: nothing written
 
 
@@ -287,7 +280,7 @@ async def test_a_crash_between_the_two_writes_completes_every_update_once(store,
         for target in (store, other.store):
             await apply(ExperienceBank("shared", target), [add("Shared lesson.")], "k0")
         expected = await apply_updates(other.store, interplaying_updates("p1"), now=NOW)
-        kill_before_the_records_are_written(monkeypatch, store)
+        kill_before_the_journals_are_marked_applied(monkeypatch, store)
         with pytest.raises(RuntimeError):
             await apply_updates(store, interplaying_updates("p1"), now=NOW)
         monkeypatch.undo()
