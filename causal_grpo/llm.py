@@ -267,6 +267,22 @@ class _SlotHttpClient(openai.DefaultAsyncHttpxClient):
         return response
 
 
+class _ReadyBodyChatOpenAI(ChatOpenAI):
+    """ChatOpenAI handing the SDK its messages and tools as a ready JSON body.
+
+    LangChain has built them as plain JSON already; the SDK's request transform would walk them again
+    against its typed-dict unions and change nothing (0.4 ms of CPU per scaffold call here). The SDK
+    merges `extra_body` into the request last, so the body sent is the same.
+    """
+
+    def _get_request_payload(self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+        payload = super()._get_request_payload(input_, stop=stop, **kwargs)
+        ready = {key: payload.pop(key) for key in ("messages", "tools") if key in payload}
+        payload["messages"] = []
+        payload["extra_body"] = {**(payload.get("extra_body") or {}), **ready}
+        return payload
+
+
 def _with_instruction(messages: list[BaseMessage], instruction: str) -> list[BaseMessage]:
     # Several chat templates accept only one leading system message, so extend it when there is one.
     if messages and isinstance(messages[0], SystemMessage) and isinstance(messages[0].content, str):

@@ -11,14 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
+import openai
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_openai import ChatOpenAI
 
 from causal_grpo.context import Context
 from causal_grpo.llm import (
     ModelAccessError,
     ModelClient,
     TransientModelError,
+    _formats,
+    _ReadyBodyChatOpenAI,
     client_for,
     simulated_endpoint,
 )
@@ -67,6 +71,32 @@ async def test_each_mode_parses_a_scaffold(mode: str, wire_mode: str) -> None:
     assert (result.mode, result.attempts) == (mode, 1)
     assert result.usage.calls == 1 and result.usage.prompt_tokens > 0 and result.usage.completion_tokens > 0
     assert served["by_mode"] == {wire_mode: 1}
+
+
+@pytest.mark.parametrize("mode", ["json_schema", "tool", "text"])
+async def test_the_body_on_the_wire_is_the_one_chatopenai_sends(mode: str) -> None:
+    # Our ChatOpenAI hands the SDK messages and tools past its request transform; the JSON sent must not change.
+    response_format, tool, _instruction = _formats(Scaffold)
+    kwargs: dict[str, Any] = {
+        "json_schema": {"extra_body": {"response_format": response_format}},
+        "tool": {"tools": [tool], "tool_choice": {"type": "function", "function": {"name": tool["function"]["name"]}}},
+        "text": {},
+    }[mode]
+    sent: dict[str, list[Any]] = {"plain": [], "ours": []}
+
+    async def chat_of(kind: str, chat: type[ChatOpenAI], sim: SimulatorServer) -> ChatOpenAI:
+        async def record(request: Any) -> None:
+            sent[kind].append(json.loads(request.content))
+
+        http = openai.DefaultAsyncHttpxClient(event_hooks={"request": [record]})
+        return chat(model="simulated", base_url=sim.base_url, api_key="k", temperature=0.7, http_async_client=http)
+
+    async with serving() as sim:
+        for kind, chat in (("plain", ChatOpenAI), ("ours", _ReadyBodyChatOpenAI)):
+            await (await chat_of(kind, chat, sim)).ainvoke(PROMPT, **kwargs)
+    assert sent["ours"] == sent["plain"]
+    assert [m["content"] for m in sent["ours"][0]["messages"]] == [m.content for m in PROMPT]
+    assert ("tools" in sent["ours"][0]) == (mode == "tool")
 
 
 async def test_auto_falls_back_to_text_and_remembers() -> None:
