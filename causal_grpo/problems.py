@@ -115,7 +115,13 @@ def list_datasets() -> list[DatasetInfo]:
 
 
 def load_problems(
-    dataset: str | Path = "full", max_problems: int | None = None, start_problem: int = 1
+    dataset: str | Path = "full",
+    max_problems: int | None = None,
+    start_problem: int = 1,
+    *,
+    split: Literal["train", "test"] | None = None,
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
 ) -> list[Problem]:
     """Load a shipped dataset by name ('full', 'aime2024', 'aime2025', 'physics') or a user's file.
 
@@ -123,17 +129,27 @@ def load_problems(
         dataset: A shipped name or the path of a `.jsonl` / `.json` file.
         max_problems: Keep at most this many problems, counted from `start_problem`.
         start_problem: 1-based position of the first problem to keep.
+        split: Keep one part of the seeded train/test split of the whole dataset (`split_problems`). It is
+            taken before `start_problem` and `max_problems`, so a shortened train run never holds a
+            problem of the test part that `eval` sees.
+        test_fraction: The test part's share, with `split`.
+        split_seed: The split's seed, with `split`.
 
     Raises:
-        DatasetError: Unknown name, unreadable or malformed file, or a start past the end.
+        DatasetError: Unknown name, unreadable or malformed file, a start past the end, or a split that
+            leaves a part empty.
     """
     if start_problem < 1:
         raise DatasetError(f"start_problem must be 1 or more, got {start_problem}")
     if max_problems is not None and max_problems < 0:
         raise DatasetError(f"max_problems must be 0 or more, got {max_problems}")
     problems = _load_all(dataset)
+    if split is not None:
+        train, test = split_problems(problems, test_fraction, split_seed)
+        problems = test if split == "test" else train
     if start_problem > len(problems):
-        raise DatasetError(f"start_problem {start_problem} is past the end of {dataset} ({len(problems)} problems)")
+        where = f"the {split} part of {dataset}" if split else str(dataset)
+        raise DatasetError(f"start_problem {start_problem} is past the end of {where} ({len(problems)} problems)")
     selected = problems[start_problem - 1 :]
     return selected if max_problems is None else selected[:max_problems]
 
@@ -156,16 +172,6 @@ def split_problems(problems: list[Problem], test_fraction: float, seed: int) -> 
     ranked = sorted(problems, key=lambda p: hashlib.sha256(f"{seed}:{p.id}".encode()).hexdigest())
     test_ids = {p.id for p in ranked[:size]}
     return [p for p in problems if p.id not in test_ids], [p for p in problems if p.id in test_ids]
-
-
-def select_split(
-    problems: list[Problem], part: Literal["train", "test"] | None, test_fraction: float, seed: int
-) -> list[Problem]:
-    """One part of `split_problems`, or every problem when `part` is None (the `--split` flag)."""
-    if part is None:
-        return problems
-    train, test = split_problems(problems, test_fraction, seed)
-    return test if part == "test" else train
 
 
 def _load_all(dataset: str | Path) -> list[Problem]:

@@ -23,7 +23,7 @@ from causal_grpo.evaluation import (
     resolve_experiences,
     save_evaluation,
 )
-from causal_grpo.problems import load_problems, select_split
+from causal_grpo.problems import load_problems
 from causal_grpo.settings import resolve_context
 from causal_grpo.stats import Interval, format_p, points
 
@@ -129,8 +129,13 @@ def eval_command(
     }
     try:
         ctx = resolve_context(flags, config)
-        problems = select_split(
-            load_problems(dataset, max_problems, start_problem=start_problem), split, test_fraction, split_seed
+        problems = load_problems(
+            dataset,
+            max_problems,
+            start_problem=start_problem,
+            split=split,
+            test_fraction=test_fraction,
+            split_seed=split_seed,
         )
         tested = asyncio.run(_arm(experiences, tested_path))
         # two arms without experiences would measure the same configuration twice

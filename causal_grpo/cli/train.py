@@ -16,7 +16,7 @@ from causal_grpo.api import atrain, run_dir
 from causal_grpo.cli.common import DB_OPTION, HOME_OPTION, SIMULATED_NOTE, Split, fail, parse_generators
 from causal_grpo.errors import CausalGrpoError
 from causal_grpo.exports import atomic_write
-from causal_grpo.problems import load_problems, select_split
+from causal_grpo.problems import load_problems
 from causal_grpo.progress import ProgressReporter
 from causal_grpo.settings import resolve_context
 
@@ -83,8 +83,13 @@ def train(
     }
     try:
         ctx = resolve_context(flags, config)
-        problems = select_split(
-            load_problems(dataset, max_problems, start_problem=start_problem), split, test_fraction, split_seed
+        problems = load_problems(
+            dataset,
+            max_problems,
+            start_problem=start_problem,
+            split=split,
+            test_fraction=test_fraction,
+            split_seed=split_seed,
         )
         folder = run_dir(home, ctx.run)
         console.print(

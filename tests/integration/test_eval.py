@@ -174,3 +174,14 @@ def test_the_split_is_seeded_disjoint_and_independent_of_order():
     for fraction in (0.0, 1.0, 0.001):
         with pytest.raises(DatasetError):
             split_problems(problems, fraction, seed=11)
+
+
+def test_a_shortened_split_is_a_window_of_the_whole_datasets_part():
+    # Split first, then window: a short train run keeps clear of the test part a full eval sees (splitting
+    # the first 40 problems instead put one of seed 0's test problems in its train part).
+    test_ids = {p.id for p in load_problems("full", split="test")}
+    train = load_problems("full", split="train")
+    assert [p.id for p in load_problems("full", 2, start_problem=3, split="train")] == [p.id for p in train[2:4]]
+    assert not {p.id for p in load_problems("full", 40, split="train")} & test_ids
+    with pytest.raises(DatasetError, match="past the end of the test part of physics"):
+        load_problems("physics", start_problem=7, split="test")
