@@ -1,4 +1,4 @@
-"""Pieces the commands share: options, the simulator note, generator parsing and the one-line failure exit."""
+"""Pieces the commands share: options, the model line, generator parsing and the one-line failure exit."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+
+from causal_grpo.context import Context
 
 HOME_OPTION = Annotated[
     Path, typer.Option(envvar="CAUSAL_GRPO_HOME", help="Folder holding runs (state, results, exports).")
@@ -22,10 +24,15 @@ DB_OPTION = Annotated[
 ]
 
 
-SIMULATED_NOTE = (
-    "model: simulated — the bundled simulator, a test double for the model: "
-    "it exercises the machinery over real HTTP and says nothing about a model's skill"
-)
+def model_line(ctx: Context) -> str:
+    """What the command talks to; a simulator says plainly that it is a test double, and where it runs."""
+    if ctx.model != "simulated":
+        return f"model: {ctx.model} at {ctx.base_url or 'default'}"
+    where = "the bundled simulator" if ctx.base_url is None else f"the simulator at {ctx.base_url}"
+    return (
+        f"model: simulated — {where}, a test double for the model: "
+        "it exercises the machinery over real HTTP and says nothing about a model's skill"
+    )
 
 
 def parse_generators(text: str | None) -> list[int] | None:

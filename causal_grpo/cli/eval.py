@@ -12,7 +12,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from causal_grpo.api import run_dir
-from causal_grpo.cli.common import HOME_OPTION, SIMULATED_NOTE, Split, fail, parse_generators
+from causal_grpo.cli.common import HOME_OPTION, Split, fail, model_line, parse_generators
 from causal_grpo.errors import CausalGrpoError
 from causal_grpo.evaluation import (
     Arm,
@@ -140,12 +140,8 @@ def eval_command(
         tested = asyncio.run(_arm(experiences, tested_path))
         # two arms without experiences would measure the same configuration twice
         compared = None if tested_path is None and baseline_path is None else asyncio.run(_arm(baseline, baseline_path))
-        console.print(
-            SIMULATED_NOTE + "; it does not learn from experiences, so any difference it shows is noise"
-            if ctx.model == "simulated"
-            else f"model: {ctx.model} at {ctx.base_url or 'default'}",
-            highlight=False,
-        )
+        noise = "; it does not learn from experiences, so any difference it shows is noise"
+        console.print(model_line(ctx) + (noise if ctx.model == "simulated" else ""), highlight=False)
         arms = 1 + (compared is not None)
         console.print(
             f"eval: {len(problems)} problems x {samples} samples x {arms} arm(s), frozen banks"

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from causal_grpo.api import atrain, run_dir
-from causal_grpo.cli.common import DB_OPTION, HOME_OPTION, SIMULATED_NOTE, Split, fail, parse_generators
+from causal_grpo.cli.common import DB_OPTION, HOME_OPTION, Split, fail, model_line, parse_generators
 from causal_grpo.errors import CausalGrpoError
 from causal_grpo.exports import atomic_write
 from causal_grpo.problems import load_problems
@@ -92,9 +92,7 @@ def train(
             split_seed=split_seed,
         )
         folder = run_dir(home, ctx.run)
-        console.print(
-            SIMULATED_NOTE if ctx.model == "simulated" else f"model: {ctx.model} at {ctx.base_url or 'default'}"
-        )
+        console.print(model_line(ctx))
         console.print(f"run {ctx.run}: {len(problems)} problems x {epochs} epoch(s), folder {folder}")
         reporter = ProgressReporter(
             len(problems) * epochs,
@@ -128,3 +126,5 @@ def train(
         + (f", {failed} problem(s) failed (run again to resume)" if failed else "")
     )
     console.print(f"exports in {folder}")
+    if failed:
+        raise typer.Exit(1)

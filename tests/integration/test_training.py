@@ -14,8 +14,10 @@ from causal_grpo.memory.bank import ExperienceBank
 from causal_grpo.memory.learning import apply_learning
 from causal_grpo.memory.results import ResultsDB
 from causal_grpo.memory.schemas import BANKS
+from typer.testing import CliRunner
 
 from causal_grpo.api import atrain
+from causal_grpo.cli import app
 from causal_grpo.problems import load_problems
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -212,3 +214,15 @@ async def test_the_critic_stage_needs_a_generators_stage(sim_context, store, che
     result = await atrain(load_problems("physics", 1), context=critic, store=store, checkpointer=checkpointer)
     assert result.problems[0].status == "failed"
     assert "no finished generators stage" in result.problems[0].error
+
+
+def test_the_train_command_exits_1_when_a_problem_failed(simulator, sim_context, tmp_path):
+    # A critic stage with no generators stage before it fails its problem; scripts must see that in the exit code.
+    args = ["train", "--dataset", "physics", "--max-problems", "1", "--stage", "critic", "--home", str(tmp_path)]
+    args += ["--model", "simulated", "--base-url", simulator.base_url, "--run", sim_context.run]
+    done = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert done.exit_code == 1, done.output
+    assert f"model: simulated — the simulator at {simulator.base_url}, a test double" in done.output
+    assert "1 problem(s) failed (run again to resume)" in done.output
+    summary = json.loads((tmp_path / "runs" / sim_context.run / "result.json").read_text())
+    assert [p["status"] for p in summary["problems"]] == ["failed"]
