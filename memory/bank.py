@@ -227,7 +227,8 @@ class ExperienceBank:
 
     async def next_number(self) -> int:
         """The number the bank's next new id gets from its sequence."""
-        return await self._next_number(self.agent)
+        item = await self.store.aget(namespace(self.agent, "sequence"), "next")
+        return int(item.value["next"]) if item else 1
 
     async def select(self, problem_text: str, problem_type: str | None, budget_tokens: int) -> list[Experience]:
         """The most relevant live experiences whose prompt block fits `budget_tokens` (see `selection`)."""
@@ -321,25 +322,22 @@ class ExperienceBank:
         owners = {i.strip(): _owner(i, self.agent)[0] for i in ids}
         return [(bank, i) for i, bank in owners.items() if bank]
 
-    async def _next_number(self, bank: str) -> int:
-        item = await self.store.aget(namespace(bank, "sequence"), "next")
-        return int(item.value["next"]) if item else 1
-
     async def _complete(self, journal: Journal) -> ApplyResult:
         """Write a planned journal's edits (each at most once, read afresh) and mark it applied."""
-        todo = [p for p in journal.plan if p.status == "applied" and p.bank and p.id]
-        records = await _fetch(self.store, [(p.bank or "", p.id or "") for p in todo])
+        records = await _fetch(self.store, [key for key, _ in _to_write(journal)])
         await _write_applied(self.store, _edits(journal, records), [journal])
         return journal.result(replayed=False)
+
+
+def _to_write(journal: Journal) -> list[tuple[tuple[str, str], PlannedOp]]:
+    """The journal's operations that edit a record, with the record's (bank, id)."""
+    return [((p.bank, p.id), p) for p in journal.plan if p.status == "applied" and p.bank and p.id]
 
 
 def _edits(journal: Journal, records: dict[tuple[str, str], Experience | None]) -> dict[tuple[str, str], Experience]:
     """Apply a journal's edits to `records` (bank, id -> record) in place; the records it changed."""
     changed: dict[tuple[str, str], Experience] = {}
-    for planned in journal.plan:
-        if planned.status != "applied" or not planned.bank or not planned.id:
-            continue
-        key = (planned.bank, planned.id)
+    for key, planned in _to_write(journal):
         try:
             updated = apply_planned(
                 records.get(key),
@@ -477,7 +475,7 @@ async def apply_updates(
             if item is None:
                 fresh.append(update)
                 continue
-            results += await _apply_fresh(store, fresh, at, await _read_for(store, fresh))
+            results += await _apply_fresh(store, fresh, at)
             fresh = []
             journal = Journal.model_validate(item.value)
             replayed = journal.status == "applied"
@@ -486,7 +484,7 @@ async def apply_updates(
                 if replayed
                 else await ExperienceBank(update.agent, store)._complete(journal)
             )
-        return results + await _apply_fresh(store, fresh, at, await _read_for(store, fresh))
+        return results + await _apply_fresh(store, fresh, at)
 
 
 @dataclass(frozen=True)
@@ -514,10 +512,14 @@ async def _read_for(store: BaseStore, updates: Sequence[BankUpdate]) -> _Read:
     return _Read(records, dict(zip(add_banks, live, strict=True)), dict(zip(add_banks, numbers, strict=True)))
 
 
-async def _apply_fresh(store: BaseStore, updates: Sequence[BankUpdate], at: str, read: _Read) -> list[ApplyResult]:
-    """Plan updates without a journal yet against `read`, in order, and write them (their banks' locks held)."""
+async def _apply_fresh(
+    store: BaseStore, updates: Sequence[BankUpdate], at: str, read: _Read | None = None
+) -> list[ApplyResult]:
+    """Plan updates without a journal yet, in order, against `read` (read now if not given), and write them
+    (their banks' locks held)."""
     if not updates:
         return []
+    read = read or await _read_for(store, updates)
     records = dict(read.records)
     contents = {b: {e.id: e.content for e in found} for b, found in read.live.items()}
     numbers = dict(read.numbers)
