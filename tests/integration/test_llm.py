@@ -84,7 +84,7 @@ async def test_the_body_on_the_wire_is_the_one_chatopenai_sends(mode: str) -> No
     }[mode]
     sent: dict[str, list[Any]] = {"plain": [], "ours": []}
 
-    async def chat_of(kind: str, chat: type[ChatOpenAI], sim: SimulatorServer) -> ChatOpenAI:
+    def chat_of(kind: str, chat: type[ChatOpenAI], sim: SimulatorServer) -> ChatOpenAI:
         async def record(request: Any) -> None:
             sent[kind].append(json.loads(request.content))
 
@@ -93,7 +93,7 @@ async def test_the_body_on_the_wire_is_the_one_chatopenai_sends(mode: str) -> No
 
     async with serving() as sim:
         for kind, chat in (("plain", ChatOpenAI), ("ours", _ReadyBodyChatOpenAI)):
-            await (await chat_of(kind, chat, sim)).ainvoke(PROMPT, **kwargs)
+            await chat_of(kind, chat, sim).ainvoke(PROMPT, **kwargs)
     assert sent["ours"] == sent["plain"]
     assert [m["content"] for m in sent["ours"][0]["messages"]] == [m.content for m in PROMPT]
     assert ("tools" in sent["ours"][0]) == (mode == "tool")
