@@ -29,8 +29,12 @@ from __future__ import annotations
 import graphlib
 import logging
 import math
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Literal
 
 import pint
@@ -39,6 +43,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from causal_grpo import units
 from causal_grpo.formula import (
+    CONSTANT_NAMES,
     CONSTANTS,
     FUNCTIONS,
     MAX_DIGITS,
@@ -55,6 +60,7 @@ from causal_grpo.formula import (
     checked,
     divide,
     floor_divide,
+    live_refs,
     log10_abs,
     modulo,
     parse,
@@ -92,6 +98,12 @@ EXACT_DEPTH = 5
 """Deepest nesting of functions and powers a value keeps exactly (sympy's evalf slows exponentially with it)."""
 FALLBACK_DIGITS = 30
 """Significant digits of a value that outgrew the exact budget."""
+PRECISE_DIGITS = 50
+"""Significant digits the target's exact irrational value is evaluated to, for telling it from an integer."""
+SIMPLIFY_SHARE = 0.5
+"""Share of the time limit the target's simplification may use at most (it gives up quietly, keeping the value)."""
+RATIONAL_GUESS_DENOMINATOR = 10**6
+"""Largest denominator of the rational an irrational-looking target is tried against."""
 
 
 class ComputeError(BaseModel):
@@ -106,11 +118,15 @@ class ComputeError(BaseModel):
 
 
 class Answer(BaseModel):
-    """The target's value: exact text, a float where it has one, and its unit."""
+    """The target's value: its text, a float where it has one, its unit, and whether the text is exact."""
 
-    exact: str
+    exact: str = Field(description="The value as sympy prints it, simplified; a decimal when it is not exact.")
     numeric: float | None = None
     unit: str = ""
+    is_exact: bool = Field(default=True, description="False when the value went through a float.")
+    digits: str | None = Field(
+        default=None, description=f"An exact irrational value to {PRECISE_DIGITS} significant digits."
+    )
 
     def __str__(self) -> str:
         return f"{self.exact} {self.unit}".strip()
@@ -127,6 +143,10 @@ class Computation(BaseModel):
     parents: dict[str, list[str]] = Field(
         default_factory=dict,
         description="The graph's edges: node id -> ids its formula references (empty if unparsed).",
+    )
+    depends: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="The parents a node's built value really depends on (`0*x` does not depend on x).",
     )
     answer: Answer | None = None
     errors: list[ComputeError] = Field(default_factory=list)
@@ -164,6 +184,7 @@ class _Evaluator:
         self.deadline = deadline
         self.time_limit_s = time_limit_s
         self.pure = units.dimensionless()
+        self.radian = units.parse_unit("radian")
 
     def quantity(self, magnitude: sympy.Expr, unit: pint.Unit, *parts: Quantity, nested: bool = False) -> Quantity:
         """The result of an operation on `parts`; `nested` for functions and powers."""
@@ -243,9 +264,11 @@ class _Evaluator:
         if rule == "sqrt":
             (q,) = args
             return self._powered(call(func, [q.magnitude]), units.power(q.unit, sympy.Rational(1, 2)), q)
+        if rule == "angle" and len(args) == 1:
+            return self.quantity(call(func, [self._number(args[0], func)]), self.radian, *args, nested=True)
         first = args[0]
         magnitudes = [first.magnitude, *(self._like(first, q, ",") for q in args[1:])]
-        unit = first.unit if rule == "keep" else self.pure
+        unit = first.unit if rule == "keep" else self.radian
         return self.quantity(call(func, magnitudes), unit, *args, nested=True)
 
 
@@ -292,6 +315,7 @@ class _Run:
         self.result = Computation(valid=False)
         self.failed: dict[str, ComputeError] = {}  # node id -> the error that stopped it (its own or upstream)
         self.nodes: dict[str, Node] = {}
+        self.reserved: set[str] = set()  # node ids refused as function or constant names
         self.formulas: dict[str, Expr] = {}
         self.quantities: dict[str, Quantity] = {}
         self.evaluator = _Evaluator(self.quantities, deadline, time_limit_s)
@@ -308,14 +332,21 @@ class _Run:
     def collect_nodes(self) -> None:
         for node in self.scaffold.nodes:
             if node.id in self.nodes:
-                message = f"duplicate node id {node.id}: only the first one is used"
-                self.error("duplicate_id", message, node.id, stops=False)
+                # Which of the two a formula meant cannot be known: neither is used.
+                self.error("duplicate_id", f"duplicate node id {node.id}: rename one of them", node.id)
             elif node.id in RESERVED:
-                self.error("reserved_id", f"node id {node.id} is a reserved function or constant name", node.id)
+                what = CONSTANT_NAMES.get(node.id) or f"the function {node.id}"
+                self.error("reserved_id", f"node id {node.id} is {what}: rename the node", node.id)
+                self.reserved.add(node.id)
             else:
                 self.nodes[node.id] = node
         if self.scaffold.target not in self.nodes:
             self.error("missing_target", f"target {self.scaffold.target} is not a usable node id")
+
+    @property
+    def shadowed(self) -> frozenset[str]:
+        """Constants the graph also declared as nodes: a formula naming one means the (refused) node."""
+        return frozenset(self.reserved & CONSTANTS.keys())
 
     def parse_nodes(self) -> None:
         for node_id, node in self.nodes.items():
@@ -328,10 +359,10 @@ class _Run:
             except FormulaError as exc:
                 self.error(exc.kind, exc.describe(node_id), node_id)
                 continue
-            refs = refs_of(expr)
+            refs = refs_of(expr, self.shadowed)
             self.result.parents[node_id] = refs
             self.formulas[node_id] = expr
-            unknown = [r for r in refs if r not in self.nodes]
+            unknown = [r for r in refs if r not in self.nodes and r not in self.reserved]
             if node.kind == "given" and refs:
                 message = f"given {node_id} references {', '.join(refs)}; a node computed from others is derived"
                 self.error("given_with_reference", message, node_id)
@@ -412,16 +443,93 @@ class _Run:
         self.result.units[node_id] = units.text(q.unit)
         self.result.order.append(node_id)
 
+    def find_dependencies(self) -> None:
+        """`depends` of every parsed node; its text references where time ran out or the build failed."""
+        for node_id, expr in self.formulas.items():
+            parents = self.result.parents[node_id]
+            if not parents or time.thread_time() > self.deadline:
+                self.result.depends[node_id] = parents
+                continue
+            self.result.depends[node_id] = live_refs(expr, self.shadowed)
+
+    def answer(self, target: str) -> Answer:
+        q = self.quantities[target]
+        unit = self.result.units[target]
+        if not q.exact or q.magnitude.is_Rational:
+            return Answer(
+                exact=self.result.values[target], numeric=self.result.numeric[target], unit=unit, is_exact=q.exact
+            )
+        budget = min(self.deadline, time.thread_time() + SIMPLIFY_SHARE * self.evaluator.time_limit_s)
+        value, digits = _simplest(q.magnitude, budget)
+        exact = str(value)
+        self.result.values[target] = exact
+        return Answer(exact=exact, numeric=self.result.numeric[target], unit=unit, digits=digits)
+
     def run(self) -> Computation:
         self.collect_nodes()
         self.parse_nodes()
         self.evaluate_all(self.order())
+        self.find_dependencies()
         result, target = self.result, self.scaffold.target
         if target in result.values:
-            exact, numeric, unit = result.values[target], result.numeric[target], result.units[target]
-            result.answer = Answer(exact=exact, numeric=numeric, unit=unit)
+            result.answer = self.answer(target)
         result.valid = not result.errors and result.answer is not None
         return result
+
+
+class _OutOfTime(BaseException):
+    """Raised inside sympy when a bounded step runs out of CPU time; a BaseException so sympy cannot swallow it."""
+
+
+@contextmanager
+def _cpu_bounded(deadline: float) -> Iterator[None]:
+    """Stop the Python code run inside (sympy's, say) once the thread's CPU clock passes `deadline`.
+
+    sympy has no timeouts and signals do not work in threads, so a trace function checks the clock
+    every few hundred calls and raises `_OutOfTime` into the running code.
+    """
+    calls = 0
+
+    def tracer(frame: Any, event: str, arg: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls % 256 == 0 and time.thread_time() > deadline:
+            raise _OutOfTime
+        return None
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        yield
+    finally:
+        sys.settrace(previous)
+
+
+def _simplest(value: sympy.Expr, deadline: float) -> tuple[sympy.Expr, str | None]:
+    """An exact irrational-looking value in its simplest form found before `deadline`, and its digits.
+
+    A value within 10**-40 of a rational with a small denominator is proven equal to it (sympy's `equals`)
+    or left as it is; otherwise sympy's `simplify` is kept when it is shorter. Out of time, the value so far.
+    """
+    digits: str | None = None
+    try:
+        with _cpu_bounded(deadline):
+            approx = sympy.N(value, PRECISE_DIGITS)
+            if approx.is_Float:
+                digits = str(approx)
+                guess = Fraction(digits).limit_denominator(RATIONAL_GUESS_DENOMINATOR)
+                candidate = sympy.Rational(guess.numerator, guess.denominator)
+                if abs(approx - candidate) <= sympy.Float(10, 5) ** -40 * max(1, abs(candidate)):
+                    if (value - candidate).equals(0) is True:
+                        return candidate, None
+            simpler = sympy.simplify(value)
+            if simpler.is_Rational or sympy.count_ops(simpler) < sympy.count_ops(value):
+                value = simpler
+    except _OutOfTime:
+        pass
+    except (ArithmeticError, TypeError, ValueError, RecursionError):  # sympy giving up on an odd value
+        pass
+    return value, (None if value.is_Rational else digits)
 
 
 def compute(scaffold: Scaffold | dict[str, Any] | str, *, time_limit_s: float = 2.0) -> Computation:

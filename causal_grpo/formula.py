@@ -42,14 +42,25 @@ MAX_FACTORIAL = 1000
 MAX_EXP_ARG = 9000
 """Largest |x| of exp, sinh and cosh (exp(9000) is about 10**3909)."""
 
+MAX_SHOWN_DIGITS = 40
+"""Longest run of digits a message shows; a longer number is shortened to its first digits and its length."""
+
 ErrorKind = Literal["syntax", "disallowed", "limit", "math", "dimension", "unit", "timeout"]
-Units = Literal["plain", "keep", "ratio", "sqrt"]
+Units = Literal["plain", "keep", "sqrt", "angle"]
+
+_LONG_NUMBER = re.compile(rf"\d{{{MAX_SHOWN_DIGITS + 1},}}")
+
+
+def shorten_numbers(text: str) -> str:
+    """`text` with every number over MAX_SHOWN_DIGITS digits shown as '1926…(610 digits)'."""
+    return _LONG_NUMBER.sub(lambda m: f"{m.group()[:4]}…({len(m.group())} digits)", text)
 
 
 class FormulaError(Exception):
     """A formula that cannot be parsed or evaluated; `describe(node)` words it for one node."""
 
     def __init__(self, kind: ErrorKind, problem: str, detail: str = "") -> None:
+        detail = shorten_numbers(detail)
         super().__init__(f"{problem}: {detail}" if detail else problem)
         self.kind: ErrorKind = kind
         self.problem = problem
@@ -277,10 +288,10 @@ FUNCTIONS: dict[str, Function] = {
     "sin": Function(sympy.sin, _PLAIN_1, "plain", "sine of radians (a quantity in degrees is converted)"),
     "cos": Function(sympy.cos, _PLAIN_1, "plain", "cosine of radians"),
     "tan": Function(sympy.tan, _PLAIN_1, "plain", "tangent of radians"),
-    "asin": Function(sympy.asin, _PLAIN_1, "plain", "arcsine, in radians"),
-    "acos": Function(sympy.acos, _PLAIN_1, "plain", "arccosine, in radians"),
-    "atan": Function(sympy.atan, _PLAIN_1, "plain", "arctangent, in radians"),
-    "atan2": Function(sympy.atan2, (2, 2), "ratio", "atan2(y, x): angle of the point (x, y), in radians"),
+    "asin": Function(sympy.asin, _PLAIN_1, "angle", "arcsine, in radians"),
+    "acos": Function(sympy.acos, _PLAIN_1, "angle", "arccosine, in radians"),
+    "atan": Function(sympy.atan, _PLAIN_1, "angle", "arctangent, in radians"),
+    "atan2": Function(sympy.atan2, (2, 2), "angle", "atan2(y, x): angle of the point (x, y), in radians"),
     "sinh": Function(_bounded_exp_arg(sympy.sinh, "sinh"), _PLAIN_1, "plain", "hyperbolic sine"),
     "cosh": Function(_bounded_exp_arg(sympy.cosh, "cosh"), _PLAIN_1, "plain", "hyperbolic cosine"),
     "tanh": Function(sympy.tanh, _PLAIN_1, "plain", "hyperbolic tangent"),
@@ -299,11 +310,13 @@ FUNCTIONS: dict[str, Function] = {
     "factorial": Function(_factorial, _PLAIN_1, "plain", "n! for integers 0 <= n <= MAX_FACTORIAL"),
 }
 """Callable functions. Units: 'plain' = arguments become pure numbers (angles in radians) and so is the
-result; 'keep' = arguments share one dimension and the result has the first one's unit; 'ratio' = like
-keep but the result is a pure number; 'sqrt' = units to the power 1/2."""
+result; 'keep' = arguments share one dimension and the result has the first one's unit; 'sqrt' = units to
+the power 1/2; 'angle' = a pure-number argument (atan2: two of one dimension) and a result in radians, so
+an undeclared arccosine converts to a reference in degrees."""
 
 CONSTANTS: dict[str, sympy.Expr] = {"pi": sympy.pi, "E": sympy.E}
 """Named constants; like function names they cannot be node ids."""
+CONSTANT_NAMES = {"pi": "the constant pi", "E": "the constant E (Euler's number)"}
 
 RESERVED = frozenset(FUNCTIONS) | frozenset(CONSTANTS)
 
@@ -446,13 +459,19 @@ def parse(text: str) -> Expr:
     return _build(tree.body, text, 0)
 
 
-def refs_of(expr: Expr) -> list[str]:
-    """Node names an expression tree references, in order of first appearance."""
+def refs_of(expr: Expr, constants: frozenset[str] = frozenset()) -> list[str]:
+    """Node names an expression tree references, in order of first appearance.
+
+    A constant named in `constants` counts as a reference: the graph declared a node of that name, so the
+    model meant its node, not the constant.
+    """
     seen: dict[str, None] = {}
 
     def visit(e: Expr) -> None:
         match e:
             case Ref(name):
+                seen.setdefault(name)
+            case Const(name) if name in constants:
                 seen.setdefault(name)
             case Unary(operand=operand):
                 visit(operand)
@@ -473,3 +492,63 @@ def references(text: str) -> list[str]:
         return refs_of(parse(text))
     except FormulaError:
         return []
+
+
+def live_refs(expr: Expr, constants: frozenset[str] = frozenset()) -> list[str]:
+    """The references an expression's value really depends on, in order of first appearance.
+
+    The tree is built over one sympy symbol per reference, with sympy's automatic simplification: `0*x`,
+    `x - x` and `x**0` do not depend on x. Functions of symbols stay opaque, so nothing else is dropped;
+    parts without symbols are computed under the usual limits. Where the build fails, every reference counts.
+    """
+    names = refs_of(expr, constants)
+    symbols = {name: sympy.Symbol(name) for name in names}
+
+    def build(e: Expr) -> sympy.Expr:
+        match e:
+            case Num(value):
+                return value
+            case Const(name):
+                return symbols[name] if name in symbols else CONSTANTS[name]
+            case Ref(name):
+                return symbols[name]
+            case Unary(op, operand):
+                inner = build(operand)
+                return inner if op == "+" else -inner
+            case Binary(op, left, right):
+                a, b = build(left), build(right)
+                if not (a.free_symbols or b.free_symbols):
+                    return _NUMERIC_OPS[op](a, b)
+                return _SYMBOLIC_OPS[op](a, b)
+            case Call(func, args):
+                built = [build(a) for a in args]
+                if any(a.free_symbols for a in built):
+                    return sympy.Function(func)(*built)
+                return call(func, built)
+        raise AssertionError(f"unknown expression {e!r}")
+
+    try:
+        free = {s.name for s in build(expr).free_symbols}
+    except (FormulaError, ArithmeticError, TypeError, ValueError, RecursionError):
+        return names
+    return [n for n in names if n in free]
+
+
+_NUMERIC_OPS: dict[str, Callable[[sympy.Expr, sympy.Expr], sympy.Expr]] = {
+    "+": lambda a, b: checked(a + b),
+    "-": lambda a, b: checked(a - b),
+    "*": lambda a, b: checked(a * b),
+    "/": divide,
+    "//": floor_divide,
+    "%": modulo,
+    "**": power,
+}
+_SYMBOLIC_OPS: dict[str, Callable[[sympy.Expr, sympy.Expr], sympy.Expr]] = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "/": lambda a, b: a / b,
+    "//": lambda a, b: sympy.Function("floordiv")(a, b),
+    "%": lambda a, b: sympy.Function("mod")(a, b),
+    "**": lambda a, b: a**b,
+}

@@ -2,16 +2,20 @@
 
 Pure functions: no LLM, store or clock. The rules, in short:
 
-- r_ans. AIME (a dataset named `aime*` with an integer reference): integer equality; the computed value
-  counts as an integer when its exact text is one or its float is within 1e-9 of one; any unit on it is
-  ignored. Other math: symbolic equivalence with math-verify (reference parsed as LaTeX; the computed
+- r_ans. AIME (a dataset named `aime*` with an integer reference): integer equality, decided exactly
+  wherever the value is exact: an exact rational scores 1 only if it is that integer, an exact irrational
+  one (which the computer could not simplify to a rational) scores 0 when its 50 digits show it is not an
+  integer. Only a value that went through a float, or one within 1e-30 of the integer that sympy could not
+  prove equal, is compared numerically (relative 1e-9), and the detail says "numerically equal". Any unit
+  on it is ignored. Other math: symbolic equivalence with math-verify (reference parsed as LaTeX; the computed
   value must also agree to 1e-6 relative when both are numbers, since math-verify rounds to 6 decimals).
   Physics: the computed quantity is converted to the reference unit with pint and must be within
   `rel_tol` (5%, SciBench's tolerance) of the reference; incompatible dimensions score 0. A bare
   number (no unit) is read in the reference unit only when that unit is dimensionless in pint
   ('', degree, percent); against a dimensionful reference it scores 0: the scaffold has units, so
   dropping them is a mistake.
-- r_graph: weighted structural components, see `GRAPH_WEIGHTS`.
+- r_graph: weighted structural components, see `GRAPH_WEIGHTS`; a node's inputs are the nodes its built
+  value depends on (`0*x` does not depend on x), and a derived node with none is a typed-in number.
 - r_logic: deterministic checks (`LOGIC_WEIGHTS`), mixed 50/50 with the LLM judge's score when there is one.
 - r_fusion: see `fusion_reward`.
 """
@@ -24,6 +28,8 @@ import re
 import statistics
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
+from decimal import Decimal
+from fractions import Fraction
 from functools import lru_cache
 
 import pint
@@ -33,6 +39,7 @@ from pydantic import BaseModel, Field
 
 from causal_grpo import units
 from causal_grpo.computer import Answer, Computation
+from causal_grpo.formula import shorten_numbers
 from causal_grpo.problems import Problem
 from causal_grpo.scaffold import Scaffold
 
@@ -66,17 +73,21 @@ class Rewards(BaseModel):
 
 
 AIME_INTEGER_TOL = 1e-9
+"""Relative tolerance of an integer reference against a value that is not exact."""
+UNDECIDED_TOL = Decimal("1e-30")
+"""An exact irrational value this close (relative) to an integer is undecided, not decidably different."""
 MATH_NUMERIC_REL_TOL = 1e-6
 # Inputs to math-verify are capped: its own timeouts use SIGALRM (main thread only), so they are off.
 MAX_MATH_CHARS = 200
 
 GRAPH_WEIGHTS: dict[str, float] = {
-    "parses": 0.15,  # the scaffold matched the schema
+    "parses": 0.10,  # the scaffold matched the schema
     "acyclic": 0.10,
     "references_resolve": 0.10,  # no unknown, duplicate or reserved ids; givens reference nothing
     "target_reachable": 0.15,  # the target is a derived node with a given among its ancestors
-    "no_dead_nodes": 0.15,  # share of nodes that feed the target
-    "computed": 0.15,  # share of nodes that got a value
+    "no_dead_nodes": 0.15,  # share of nodes the target's value depends on
+    "derived_have_inputs": 0.10,  # share of derived nodes whose value depends on another node
+    "computed": 0.10,  # share of nodes that got a value
     "units_consistent": 0.10,  # no dimension or unit errors
     "size": 0.10,  # 2..SANE_NODES nodes: 1; larger: 0.5; a lone node: 0
 }
@@ -120,22 +131,32 @@ def answer_reward(answer: Answer | None, problem: Problem, *, rel_tol: float = 0
     return _symbolic_reward(answer, problem.answer)
 
 
+_EXACT_RATIONAL = re.compile(r"[+-]?(\d+(/\d+)?|\d*\.\d+)")
+
+
 def _integer_reward(answer: Answer, reference: int) -> RewardPart:
-    value = _as_integer(answer)
-    if value is None:
-        return RewardPart(score=0.0, detail=f"{answer.exact} is not an integer; reference {reference}")
-    ok = value == reference
-    return RewardPart(score=float(ok), detail=f"integer {value} {'==' if ok else '!='} reference {reference}")
-
-
-def _as_integer(answer: Answer) -> int | None:
     text = answer.exact.strip()
-    if re.fullmatch(r"[+-]?\d{1,30}", text):
-        return int(text)
+    shown = shorten_numbers(text)
+    if answer.is_exact and _EXACT_RATIONAL.fullmatch(text):
+        value = Fraction(text)
+        if value.denominator != 1:
+            return RewardPart(score=0.0, detail=f"{shown} is an exact fraction, not an integer; reference {reference}")
+        ok = value.numerator == reference
+        return RewardPart(score=float(ok), detail=f"integer {shown} {'==' if ok else '!='} reference {reference}")
+    if answer.is_exact and answer.digits is not None:
+        digits = Decimal(answer.digits)
+        nearest = digits.to_integral_value()
+        if abs(digits - nearest) > UNDECIDED_TOL * max(1, abs(nearest)):
+            return RewardPart(
+                score=0.0,
+                detail=f"{shown[:80]} = {answer.digits[:40]}… is not an integer; reference {reference}",
+            )
+    why = "the value is not exact" if not answer.is_exact else "it could not be decided exactly"
     if answer.numeric is None or not math.isfinite(answer.numeric):
-        return None
-    nearest = round(answer.numeric)
-    return nearest if abs(answer.numeric - nearest) <= AIME_INTEGER_TOL else None
+        return RewardPart(score=0.0, detail=f"{shown[:80]} has no finite value; reference {reference}")
+    ok = abs(answer.numeric - reference) <= AIME_INTEGER_TOL * max(1, abs(reference))
+    relation = "numerically equal to" if ok else "not equal to"
+    return RewardPart(score=float(ok), detail=f"{answer.numeric:.15g} is {relation} reference {reference} ({why})")
 
 
 def _quantity_reward(answer: Answer, problem: Problem, rel_tol: float) -> RewardPart:
@@ -238,6 +259,17 @@ _REFERENCE_ERRORS = {"unknown_reference", "duplicate_id", "reserved_id", "given_
 _UNIT_ERRORS = {"dimension", "unit"}
 
 
+def inputs(computation: Computation) -> dict[str, list[str]]:
+    """Each parsed node's inputs: what its value depends on, or its formula's references where that is unknown."""
+    return {n: computation.depends.get(n, refs) for n, refs in computation.parents.items()}
+
+
+def typed_in(scaffold: Scaffold, computation: Computation) -> list[str]:
+    """Derived nodes whose value depends on no node: numbers typed into a formula, givens in all but name."""
+    edges = inputs(computation)
+    return [n.id for n in scaffold.nodes if n.kind == "derived" and n.id in edges and not edges[n.id]]
+
+
 def _ancestors(node: str, parents: dict[str, list[str]]) -> set[str]:
     seen: set[str] = set()
     stack = [node]
@@ -257,23 +289,34 @@ def graph_reward(scaffold: Scaffold | None, computation: Computation) -> RewardP
     ids = [n.id for n in scaffold.nodes]
     n = len(ids)
     target = scaffold.node(scaffold.target)
-    feeding = _ancestors(scaffold.target, computation.parents) if target else set()
+    feeding = _ancestors(scaffold.target, inputs(computation)) if target else set()
     given_ids = {node.id for node in scaffold.nodes if node.kind == "given"}
     reachable = target is not None and target.kind == "derived" and bool(feeding & given_ids)
-    live = sum(1 for i in ids if i in feeding or (target is not None and i == target.id))
+    dead = [i for i in dict.fromkeys(ids) if i not in feeding and (target is None or i != target.id)]
+    derived = [node.id for node in scaffold.nodes if node.kind == "derived"]
+    without_inputs = typed_in(scaffold, computation)
     breakdown = {
         "parses": 1.0,
         "acyclic": float("cycle" not in kinds),
         "references_resolve": float(not kinds & _REFERENCE_ERRORS),
         "target_reachable": float(reachable),
-        "no_dead_nodes": live / n,
+        "no_dead_nodes": (n - sum(ids.count(i) for i in dead)) / n,
+        "derived_have_inputs": 1.0 - len(without_inputs) / len(derived) if derived else 1.0,
         "computed": sum(1 for i in ids if i in computation.values) / n,
         "units_consistent": float(not kinds & _UNIT_ERRORS),
         "size": 0.0 if n < 2 else 1.0 if n <= SANE_NODES else 0.5,
     }
     weak = [k for k, v in breakdown.items() if v < 1.0]
-    detail = f"{n} nodes; " + (f"short on: {', '.join(weak)}" if weak else "all components met")
-    return _part(breakdown, GRAPH_WEIGHTS, detail)
+    notes = [f"short on: {', '.join(weak)}" if weak else "all components met"]
+    if dead:
+        notes.append(f"dead: {_listed(dead)}")
+    if without_inputs:
+        notes.append(f"derived without inputs: {_listed(without_inputs)}")
+    return _part(breakdown, GRAPH_WEIGHTS, f"{n} nodes; " + "; ".join(notes))
+
+
+def _listed(ids: list[str], limit: int = 8) -> str:
+    return ", ".join(ids[:limit]) + (f" (+{len(ids) - limit} more)" if len(ids) > limit else "")
 
 
 # ---------------------------------------------------------------- r_logic
@@ -416,14 +459,16 @@ def logic_checks(scaffold: Scaffold | None, computation: Computation, problem: P
     dimension_checks = [float(no_unit_errors)]
     if problem.domain == "physics" and problem.unit is not None:
         dimension_checks.append(float(_same_dimension(computation.answer, problem.unit)))
-    givens = [n for n in scaffold.nodes if n.kind == "given"]
+    # A typed-in number is checked like a given: it must come from the text too.
+    typed = set(typed_in(scaffold, computation))
+    givens = [n for n in scaffold.nodes if n.kind == "given" or n.id in typed]
     numbers = text_numbers(problem.text)
     untraced = [
         g.id
         for g in givens
         if (value := computation.numeric.get(g.id)) is None or not given_traceable(g.id, g.description, value, numbers)
     ]
-    derived = [n.id for n in scaffold.nodes if n.kind == "derived" and n.id in computation.values]
+    derived = [n.id for n in scaffold.nodes if n.kind == "derived" and n.id in computation.values and n.id not in typed]
     breakdown = {
         "dimensions": sum(dimension_checks) / len(dimension_checks),
         "givens_traceable": (len(givens) - len(untraced)) / len(givens) if givens else 0.0,
@@ -431,7 +476,7 @@ def logic_checks(scaffold: Scaffold | None, computation: Computation, problem: P
     }
     notes = [f"{len(givens) - len(untraced)}/{len(givens)} givens traced to the text or known constants"]
     if untraced:
-        notes.append(f"untraced: {', '.join(untraced[:8])}")
+        notes.append(f"untraced: {_listed(untraced)}")
     if breakdown["dimensions"] < 1.0:
         notes.append("dimension or unit problems")
     if not derived:

@@ -106,7 +106,7 @@ def test_rel_tol_is_configurable() -> None:
         ("033", 33.0, 1.0),
         ("33", None, 1.0),
         ("66/2", 33.0, 1.0),
-        ("33.0000000000001", 33.0000000000001, 1.0),
+        ("33.0000000000001", 33.0000000000001, 0.0),  # an exact decimal that is not 33
         ("33.001", 33.001, 0.0),
         ("33/2", 16.5, 0.0),
         ("sqrt(1089)", 33.0, 1.0),
@@ -116,6 +116,14 @@ def test_rel_tol_is_configurable() -> None:
 )
 def test_aime_integer_equality(exact: str, numeric: float | None, expected: float) -> None:
     assert answer_reward(Answer(exact=exact, numeric=numeric), BY_ID["aime2024_019"]).score == expected
+
+
+@pytest.mark.parametrize(("numeric", "expected"), [(33.0000000000001, 1.0), (33.00001, 0.0)])
+def test_aime_integer_against_a_value_that_is_not_exact(numeric: float, expected: float) -> None:
+    answer = Answer(exact=f"{numeric:.30f}", numeric=numeric, is_exact=False)
+    part = answer_reward(answer, BY_ID["aime2024_019"])
+    assert part.score == expected
+    assert ("numerically equal" in part.detail) == bool(expected)
 
 
 @pytest.mark.parametrize(
