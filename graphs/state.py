@@ -22,6 +22,7 @@ class Rollout(TypedDict):
     scaffold: dict[str, Any] | None  # the Scaffold as JSON, None if the model gave none
     valid: bool  # the computer evaluated it and reached the target
     answer: str | None  # the computed answer with its unit
+    exact: NotRequired[bool | None]  # the answer is exact (False: it went through a float; None: no answer)
     errors: list[str]  # why it is invalid (schema, graph or model errors)
     r_ans: float
     r_logic: float

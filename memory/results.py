@@ -36,6 +36,7 @@ class RolloutRecord(BaseModel):
     rollout: int
     valid: bool
     answer: str | None = None
+    exact: bool | None = Field(default=None, description="The answer is exact; False when it went through a float.")
     r_ans: float = 0.0
     r_logic: float = 0.0
     r_graph: float = 0.0
@@ -195,7 +196,8 @@ class ResultsDB(Results):
         for row in rows:
             row.update({field: json.dumps(row[field]) for field in table.json_fields})
         with self._lock:
-            self.db.table(table.name).upsert_all(rows, pk=table.pk)
+            # alter: a results.db written before a column was added gets it on first write.
+            self.db.table(table.name).upsert_all(rows, pk=table.pk, alter=True)
         return len(rows)
 
     def _read(self, table: Table, run: str) -> list[Any]:

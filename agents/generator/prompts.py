@@ -9,9 +9,10 @@ The "target" node's value answers the question. A deterministic computer evaluat
 and units, so never do arithmetic yourself: write the relation and let the computer compute it.
 
 Formulas may use numbers, node ids, + - * / // % **, parentheses, the functions
-{functions}, and the constants pi and E. log(x) is natural, log(x, b) is base b. Trigonometric functions take radians;
-a given in degrees with unit "degree" converts itself. Units use pint syntax ("m/s^2", "kJ", "degree"); leave unit empty
-for dimensionless quantities. Ids are identifiers ([A-Za-z_][A-Za-z0-9_]*), unique, and not function names.
+{functions}, and the constants pi and E. log(x) is natural, log(x, b) is base b. Trigonometric functions take radians
+and inverse ones return radians; a given in degrees with unit "degree" converts itself. Units use pint syntax ("m/s^2",
+"kJ", "degree"); leave unit empty for dimensionless quantities. Ids are identifiers ([A-Za-z_][A-Za-z0-9_]*), unique,
+and never a reserved name: a function above, pi or E (call a field E_field, not E).
 
 {style}"""
 

@@ -90,6 +90,7 @@ def make_rollout(
         scaffold=scaffold.model_dump(mode="json") if scaffold else None,
         valid=computation.valid,
         answer=str(computation.answer) if computation.answer else None,
+        exact=computation.answer.is_exact if computation.answer else None,
         errors=errors,
         r_ans=rewards.r_ans,
         r_logic=rewards.r_logic,

@@ -1,5 +1,8 @@
 """`causal-grpo scaffold check`: compute a scaffold file and show its values, answer and rewards.
 
+With a reference it shows what the training loop would pay: r_ans, and the deterministic half of r_logic
+(the judge's half needs a model).
+
 Exit codes: 0 the graph is valid, 1 it is invalid (its errors are printed), 2 a usage error.
 """
 
@@ -20,7 +23,7 @@ from causal_grpo.cli.common import fail
 from causal_grpo.computer import Computation, compute
 from causal_grpo.errors import DatasetError
 from causal_grpo.problems import Problem, load_problems
-from causal_grpo.rewards import RewardPart, answer_reward, graph_reward
+from causal_grpo.rewards import RewardPart, answer_reward, graph_reward, logic_checks
 from causal_grpo.scaffold import Scaffold
 from causal_grpo.units import registry
 
@@ -106,21 +109,25 @@ def check(
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
-    """Compute a scaffold file: node values, the answer, r_graph and (with a reference) r_ans."""
+    """Compute a scaffold file: node values, the answer, r_graph and (with a reference) r_ans and r_logic's checks."""
     errors = Console(stderr=True, soft_wrap=True)
     problem = _reference_problem(answer, problem_id, errors)
     data = _read_scaffold(file, errors)
     computation = compute(data)
-    r_graph = graph_reward(_as_scaffold(data), computation)
+    scaffold = _as_scaffold(data)
+    r_graph = graph_reward(scaffold, computation)
     r_ans = answer_reward(computation.answer, problem) if problem is not None else None
+    checks = logic_checks(scaffold, computation, problem) if problem is not None else None
     if json_out:
-        typer.echo(json.dumps(_report(computation, r_graph, r_ans), indent=2))
+        typer.echo(json.dumps(_report(computation, r_graph, r_ans, checks), indent=2))
     else:
-        _print(Console(), computation, r_graph, r_ans)
+        _print(Console(soft_wrap=True), computation, r_graph, r_ans, checks)
     raise typer.Exit(0 if computation.valid else 1)
 
 
-def _report(computation: Computation, r_graph: RewardPart, r_ans: RewardPart | None) -> dict[str, Any]:
+def _report(
+    computation: Computation, r_graph: RewardPart, r_ans: RewardPart | None, checks: RewardPart | None
+) -> dict[str, Any]:
     return {
         "valid": computation.valid,
         "errors": [e.model_dump() for e in computation.errors],
@@ -128,12 +135,20 @@ def _report(computation: Computation, r_graph: RewardPart, r_ans: RewardPart | N
         "numeric": computation.numeric,
         "units": computation.units,
         "answer": computation.answer.model_dump() if computation.answer else None,
+        "exact": computation.answer.is_exact if computation.answer else None,
         "r_graph": r_graph.model_dump(),
         "r_ans": r_ans.model_dump() if r_ans else None,
+        "r_logic_checks": checks.model_dump() if checks else None,
     }
 
 
-def _print(console: Console, computation: Computation, r_graph: RewardPart, r_ans: RewardPart | None) -> None:
+def _print(
+    console: Console,
+    computation: Computation,
+    r_graph: RewardPart,
+    r_ans: RewardPart | None,
+    checks: RewardPart | None,
+) -> None:
     table = Table(title="Nodes")
     for column in ("node", "value", "numeric", "unit"):
         table.add_column(column)
@@ -149,14 +164,24 @@ def _print(console: Console, computation: Computation, r_graph: RewardPart, r_an
     for error in computation.errors:
         where = f" ({error.node})" if error.node else ""
         console.print(f"[red]{error.kind}[/]{escape(where)}: {escape(error.message)}", highlight=False)
-    answer = escape(str(computation.answer)) if computation.answer else "[red]none[/]"
-    console.print(f"answer: {answer}", highlight=False)
+    if computation.answer is None:
+        console.print("answer: [red]none[/]", highlight=False)
+    else:
+        exactness = "exact" if computation.answer.is_exact else "not exact: it went through a float"
+        console.print(f"answer: {escape(str(computation.answer))} ({exactness})", highlight=False)
     graph = Table(title=f"r_graph = {r_graph.score:.3f}")
     graph.add_column("component")
     graph.add_column("value", justify="right")
     for name, value in r_graph.breakdown.items():
         graph.add_row(name, f"{value:.2f}")
     console.print(graph)
+    console.print(f"r_graph: {escape(r_graph.detail)}", highlight=False)
     if r_ans is not None:
         console.print(f"r_ans = {r_ans.score:.0f}: {escape(r_ans.detail)}", highlight=False)
+    if checks is not None:
+        parts = ", ".join(f"{name} {value:.2f}" for name, value in checks.breakdown.items())
+        console.print(
+            f"r_logic checks = {checks.score:.2f} ({parts}; the judge's half needs a model): {escape(checks.detail)}",
+            highlight=False,
+        )
     console.print("[green]valid[/]" if computation.valid else "[red]invalid[/]")

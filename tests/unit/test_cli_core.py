@@ -141,6 +141,27 @@ def test_check_against_a_shipped_problem(tmp_path: Path) -> None:
     assert report["r_ans"]["score"] == 1.0 and "1590 km" in report["r_ans"]["detail"]
 
 
+def test_check_shows_exactness_and_the_deterministic_half_of_r_logic(tmp_path: Path) -> None:
+    data = {
+        "nodes": [
+            {"id": "perigee", "kind": "given", "value": "300", "unit": "km"},
+            {"id": "fudge", "kind": "given", "value": "7"},
+            {"id": "r", "kind": "derived", "formula": "perigee * fudge / 7", "unit": "m"},
+        ],
+        "target": "r",
+    }
+    path = _file(tmp_path, data)
+    report = json.loads(runner.invoke(scaffold.app, ["check", path, "--problem-id", "physics_009", "--json"]).stdout)
+    assert report["exact"] is True
+    checks = report["r_logic_checks"]
+    assert checks["breakdown"]["givens_traceable"] == pytest.approx(0.5)
+    assert "untraced: fudge" in checks["detail"]
+    result = runner.invoke(scaffold.app, ["check", path, "--problem-id", "physics_009"], env={"COLUMNS": "80"})
+    assert "(exact)" in result.stdout
+    line = next(line for line in result.stdout.splitlines() if line.startswith("r_logic checks = "))
+    assert "givens_traceable 0.50" in line and "untraced: fudge" in line  # one line, not wrapped at 80 columns
+
+
 def test_check_an_invalid_scaffold(tmp_path: Path) -> None:
     data = {**FORCE, "nodes": [*FORCE["nodes"][:2], {"id": "F", "kind": "derived", "formula": "m + a", "unit": "N"}]}
     result = runner.invoke(scaffold.app, ["check", _file(tmp_path, data)], env={"COLUMNS": "120"})
