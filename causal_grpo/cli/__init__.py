@@ -2,20 +2,106 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any, NamedTuple
+
+import click
 import typer
+from typer.core import TyperGroup
 
-from causal_grpo.cli import datasets, eval, experiences, local_model, report, scaffold, simulator, train, worker
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-app.command("train")(train.train)
-app.command("datasets")(datasets.datasets)
-app.command("eval")(eval.eval_command)
-app.command("report")(report.report)
-app.command("worker")(worker.worker)
-app.add_typer(scaffold.app, name="scaffold")
-app.add_typer(simulator.app, name="simulator")
-app.add_typer(experiences.app, name="experiences")
-app.add_typer(local_model.app, name="local-model")
+class Entry(NamedTuple):
+    """Where a command lives and its one-line help (what `--help` lists without importing it)."""
+
+    module: str
+    attribute: str
+    help: str
+
+
+COMMANDS: dict[str, Entry] = {
+    "train": Entry(
+        "causal_grpo.cli.train",
+        "train",
+        "Train: generators -> compute -> evaluate -> extract -> fuse, one checkpointed thread per problem.",
+    ),
+    "datasets": Entry(
+        "causal_grpo.cli.datasets", "datasets", "List the shipped datasets and collections with their problem counts."
+    ),
+    "eval": Entry(
+        "causal_grpo.cli.eval",
+        "eval_command",
+        "Evaluate with frozen experience banks (nothing is learned) against a baseline, with paired statistics.",
+    ),
+    "report": Entry(
+        "causal_grpo.cli.report",
+        "report",
+        "Write one self-contained HTML page (plots embedded, PNG files beside it) about a run.",
+    ),
+    "worker": Entry(
+        "causal_grpo.cli.worker",
+        "worker",
+        "Run the problems and bank updates that `causal-grpo train --db URL --fleet` queues; any number, anywhere.",
+    ),
+    "scaffold": Entry("causal_grpo.cli.scaffold", "app", "Check causal-graph scaffolds without a model."),
+    "simulator": Entry("causal_grpo.cli.simulator", "app", "Serve the simulator in the foreground until Ctrl-C."),
+    "experiences": Entry(
+        "causal_grpo.cli.experiences",
+        "app",
+        "`causal-grpo experiences`: list, show, export, import, prune, diff and roll back the experience banks of a "
+        "run.",
+    ),
+    "local-model": Entry(
+        "causal_grpo.cli.local_model",
+        "app",
+        "Build or find llama-server, assemble the model, serve it in the foreground until Ctrl-C.",
+    ),
+}
+"""Every command, imported only when it runs: a prompt engineer's `scaffold check` loop must not pay for
+LangGraph, LangChain, the OpenAI SDK or matplotlib (about 3 s of start-up when all were imported)."""
+
+
+def load(name: str) -> click.Command:
+    """The click command of one entry, importing its module."""
+    entry = COMMANDS[name]
+    target: Any = getattr(importlib.import_module(entry.module), entry.attribute)
+    if not isinstance(target, typer.Typer):
+        single = typer.Typer()
+        single.command(name)(target)
+        target = single
+    command = typer.main.get_command(target)
+    command.name = name
+    return command
+
+
+class LazyGroup(TyperGroup):
+    """A command group that imports a command's module only to run it or show its own help."""
+
+    listing = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        if self.listing:  # the group's help needs each name and its line, nothing more
+            return click.Command(cmd_name, help=COMMANDS[cmd_name].help)
+        return load(cmd_name)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self.listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self.listing = False
+
+
+app = typer.Typer(cls=LazyGroup, no_args_is_help=True, add_completion=False, help=__doc__)
+
+
+@app.callback()
+def _group() -> None:
+    """The `causal-grpo` command line: thin wrappers that turn flags into calls of the library."""
 
 
 def main() -> None:
