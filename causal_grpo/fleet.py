@@ -14,26 +14,47 @@ from its last checkpoint.
 Workers (`causal-grpo worker`) send a heartbeat every `HEARTBEAT` seconds; the driver puts the jobs of a
 worker silent for `STALLED_AFTER` seconds (e.g. killed with `kill -9`) back in the queue. A job carries
 the run's `Context` (model, endpoint, profiles), never a key: each worker reads its own from its environment.
+
+Start-up: every process sets up the tables it needs through `backends.setup_once` (procrastinate's here, the
+store's and checkpointer's in `open_backends`, the result tables in `results_postgres`), so a fleet started
+all at once on a fresh database sets them up once, and a process killed during set-up blocks no other.
+Stopping: a worker that receives SIGINT or SIGTERM, whatever it is waiting on, gives its running jobs
+`STOP_GRACE` seconds, then puts them back in the queue (a stopped worker's job is always retried, as a
+killed worker's is) and exits; if that has not happened within `STOP_DEADLINE` seconds, or at a second
+signal, the process exits at once, and the driver puts its jobs back once its heartbeats stop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
+import signal
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from procrastinate import App, JobContext, PsycopgConnector, RetryStrategy
-from procrastinate.exceptions import AlreadyEnqueued, ConnectorException
-from procrastinate.jobs import Status
+from procrastinate.exceptions import AlreadyEnqueued, ConnectorException, JobAborted
+from procrastinate.jobs import Job, Status
+from procrastinate.retry import RetryDecision
 from procrastinate.schema import SchemaManager
 
 from causal_grpo.context import Context
 from causal_grpo.errors import CausalGrpoError
 from causal_grpo.graphs.driver import Driver, ProblemOutcome, TrainingResult, thread_id
-from causal_grpo.memory.backends import Backends, open_backends, pool_size_for
+from causal_grpo.memory.backends import (
+    Backends,
+    open_backends,
+    pool_size_for,
+    postgres_conninfo,
+    setup_once,
+    table_exists,
+)
+from causal_grpo.memory.results_postgres import ensure_tables
 from causal_grpo.problems import Problem
 
 QUEUE = "causal_grpo"
@@ -41,14 +62,30 @@ BANKS_LOCK = "causal_grpo:banks"
 HEARTBEAT = 2.0
 STALLED_AFTER = 10.0
 POLL = 0.2
-RETRY = RetryStrategy(max_attempts=3, wait=1)
+STOP_GRACE = 2.0  # s a stopped worker's running jobs get to finish before they go back to the queue
+STOP_DEADLINE = 10.0  # s after a stop signal the worker process exits, whatever it is waiting on
 _LIVE = (Status.TODO.value, Status.DOING.value)
 _STATUSES = "SELECT id, status FROM procrastinate_jobs WHERE id = ANY(%(ids)s)"
 _SCHEMA_LOCK = 0x63677271  # advisory lock key around creating procrastinate's tables
 
 
+log = logging.getLogger("causal_grpo.fleet")
+
+
 class FleetJobError(CausalGrpoError):
     """A job of the run failed on every attempt."""
+
+
+class _Retry(RetryStrategy):
+    """Retry a failed job a few times; a job cut off by its worker stopping always goes back to the queue."""
+
+    def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
+        if isinstance(exception, asyncio.CancelledError | JobAborted):  # what the worker's shutdown raises in a job
+            return RetryDecision()
+        return super().get_retry_decision(exception=exception, job=job)
+
+
+RETRY = _Retry(max_attempts=3, wait=1)
 
 
 def _worker_driver(job: JobContext, context: dict[str, Any]) -> Driver:
@@ -66,22 +103,21 @@ async def learn(job: JobContext, context: dict[str, Any], epoch: int, problems: 
     await _worker_driver(job, context).learn_batch(epoch, [Problem.model_validate(p) for p in problems])
 
 
-async def _ensure_schema(url: str) -> None:
-    """Create procrastinate's tables once per database, one process at a time."""
-    import psycopg
+async def _schema_done(conn: Any) -> bool:
+    return await table_exists(conn, "procrastinate_jobs")
 
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        await conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
-        found = await (await conn.execute("SELECT to_regclass('procrastinate_jobs')")).fetchone()
-        if found is None or found[0] is None:
-            await conn.execute(SchemaManager.get_schema())
+
+async def _apply_schema(conn: Any) -> None:
+    # one multi-statement query: one implicit transaction, so a process killed half-way leaves nothing
+    await conn.execute(SchemaManager.get_schema())
 
 
 @asynccontextmanager
 async def open_app(url: str) -> AsyncIterator[App]:
     """The job queue in the database at `url`, its tables created on first use."""
-    await _ensure_schema(url)
-    app = App(connector=PsycopgConnector(conninfo=url, min_size=1, max_size=4))
+    conninfo = await postgres_conninfo(url)
+    await setup_once(url, "the job queue's tables", _SCHEMA_LOCK, _schema_done, _apply_schema)
+    app = App(connector=PsycopgConnector(conninfo=conninfo, min_size=1, max_size=4))
     # registered afresh on each app: a shared Blueprint is mutated by every app that copies it
     for task in (run_problem, learn):
         app.task(name=f"causal_grpo:{task.__name__}", queue=QUEUE, pass_context=True, retry=RETRY)(task)
@@ -98,13 +134,47 @@ def _worker_options(backends: Backends, concurrency: int) -> dict[str, Any]:
         "stalled_worker_timeout": STALLED_AFTER,
         # a job held back by a lock or a retry delay is seen at the next poll: LISTEN/NOTIFY only tells of new jobs
         "fetch_job_polling_interval": POLL,
+        "shutdown_graceful_timeout": STOP_GRACE,
+        "install_signal_handlers": False,  # ours cover start-up too (`run_worker`); a driver has its own
     }
 
 
 async def run_worker(url: str, *, concurrency: int = 8) -> None:
-    """Work on the queue at `url` until stopped (SIGINT/SIGTERM): `causal-grpo worker`."""
-    async with open_backends(url, pool_size=pool_size_for(concurrency)) as backends, open_app(url) as app:
-        await app.run_worker_async(**_worker_options(backends, concurrency))
+    """Work on the queue at `url` until stopped (SIGINT/SIGTERM): `causal-grpo worker`.
+
+    A stop signal cancels the worker wherever it is (setting up tables, waiting for a lock, running jobs);
+    see the module docstring for what happens to its jobs and the bounds on its exit.
+    """
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    stopping: list[int] = []
+
+    def stop(signum: int) -> None:
+        name = signal.Signals(signum).name
+        if stopping:
+            log.warning("%s again: exiting now", name)
+            os._exit(128 + signum)
+        stopping.append(signum)
+        log.warning("%s: stopping; running jobs go back to the queue (again to exit at once)", name)
+        deadline = threading.Timer(STOP_DEADLINE, os._exit, (128 + signum,))
+        deadline.daemon = True
+        deadline.start()
+        main.cancel()
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        async with open_backends(url, pool_size=pool_size_for(concurrency)) as backends, open_app(url) as app:
+            await app.run_worker_async(**_worker_options(backends, concurrency))
+    except asyncio.CancelledError:
+        if not stopping:
+            raise
+        main.uncancel()
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
 
 
 class FleetDriver(Driver):
@@ -207,11 +277,11 @@ async def fleet_train(
         local_worker: Also work on the queue in this process (with the run's concurrency).
     """
     async with open_backends(db, pool_size=pool_size_for(context.concurrency)) as backends, open_app(db) as app:
+        await ensure_tables(db)  # here, so that the driver's synchronous results connection finds them
         driver = FleetDriver(context, app=app, backends=backends, run_dir=run_dir, on_problem=on_problem, results=db)
         worker = None
         if local_worker:
-            options = _worker_options(backends, context.concurrency)
-            worker = asyncio.create_task(app.run_worker_async(**options, install_signal_handlers=False))
+            worker = asyncio.create_task(app.run_worker_async(**_worker_options(backends, context.concurrency)))
         try:
             return await driver.run(problems, epochs=epochs, batch_size=batch_size)
         finally:

@@ -4,21 +4,35 @@ A run with `--db postgresql://...` keeps its checkpoints, banks and job queue in
 rows go there too (`causal_grpo_rollouts`, `causal_grpo_problems`, `causal_grpo_evaluations`), so every
 machine of a fleet and every ad-hoc query sees one copy. Rows are upserted on their primary keys, as in
 SQLite. The interface is `ResultsDB`'s; writes come from `asyncio.to_thread`, so one synchronous
-connection behind a lock serves them.
+connection behind a lock serves them. The tables are created once per database by `backends.setup_once`
+(polled advisory lock, bounded statements, retries), which `ensure_tables` runs from async code
+(`fleet_train` does, before its driver opens this class) and the constructor from sync code.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from causal_grpo.memory.backends import CONNECT_TIMEOUT, unavailable
+from causal_grpo.memory.backends import (
+    CONNECT_TIMEOUT,
+    session_settings,
+    setup_once,
+    setup_once_sync,
+    table_exists,
+    unavailable,
+)
 from causal_grpo.memory.results import EVALUATIONS, PROBLEMS, ROLLOUTS, Results, Table, base_type
 from pydantic import BaseModel
 
+if TYPE_CHECKING:
+    import psycopg
+
 PREFIX = "causal_grpo_"
+TABLES = (ROLLOUTS, PROBLEMS, EVALUATIONS)
 _SETUP_LOCK = 0x63677273  # advisory lock key around creating the tables: CREATE IF NOT EXISTS races
+_WHAT = "the result tables"
 
 
 def _column(table: Table, field: str, annotation: Any) -> str:
@@ -36,6 +50,24 @@ def _create(table: Table) -> str:
     )
 
 
+async def _tables_exist(conn: psycopg.AsyncConnection) -> bool:
+    for table in TABLES:
+        if not await table_exists(conn, PREFIX + table.name):
+            return False
+    return True
+
+
+async def _create_tables(conn: psycopg.AsyncConnection) -> None:
+    async with conn.transaction():  # all or none, whenever the process dies
+        for table in TABLES:
+            await conn.execute(_create(table))  # type: ignore[arg-type]  # names come from our own models
+
+
+async def ensure_tables(url: str) -> None:
+    """Create the result tables in the database at `url` unless they exist (from async code)."""
+    await setup_once(url, _WHAT, _SETUP_LOCK, _tables_exist, _create_tables)
+
+
 class PostgresResultsDB(Results):
     """A run's result rows in PostgreSQL (tables created on first use)."""
 
@@ -49,10 +81,16 @@ class PostgresResultsDB(Results):
             self.conn = psycopg.connect(url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT)
         except psycopg.Error as exc:
             raise unavailable(url, exc) from exc
-        with self.conn.transaction():
-            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
-            for table in (ROLLOUTS, PROBLEMS, EVALUATIONS):
-                self.conn.execute(_create(table))  # type: ignore[arg-type]  # names come from our own models
+        try:
+            for name, value in session_settings(self.conn.info.server_version).items():
+                self.conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+            query = "SELECT to_regclass(%s) IS NOT NULL AS found"
+            found = self.conn.execute(query, (PREFIX + TABLES[-1].name,)).fetchone()
+            if not (found and found["found"]):  # created last, in the same transaction as the others
+                setup_once_sync(url, _WHAT, _SETUP_LOCK, _tables_exist, _create_tables)
+        except BaseException:
+            self.conn.close()
+            raise
 
     def _upsert(self, table: Table, records: Iterable[BaseModel]) -> int:
         rows = [r.model_dump(mode="json") for r in records]
