@@ -29,46 +29,36 @@ from __future__ import annotations
 import graphlib
 import logging
 import math
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Any, Literal
 
-import pint
 import sympy
 from pydantic import BaseModel, Field, ValidationError
 
-from causal_grpo import units
+from causal_grpo import solver, units
+from causal_grpo.budget import OutOfTime, cpu_bounded, deadline_of
+from causal_grpo.evaluator import Evaluator, Quantity, unit_name
 from causal_grpo.formula import (
     CONSTANT_NAMES,
     CONSTANTS,
-    FUNCTIONS,
     MAX_DIGITS,
     RESERVED,
-    Binary,
-    Call,
-    Const,
+    Compare,
     Expr,
     FormulaError,
-    Num,
-    Ref,
-    Unary,
-    call,
+    Mode,
+    bound_names,
     checked,
-    divide,
-    floor_divide,
     live_refs,
     log10_abs,
-    modulo,
     parse,
-    power,
     refs_of,
 )
 from causal_grpo.formula import references as references
 from causal_grpo.scaffold import Node, Scaffold
+from causal_grpo.solver import symbol_for
 
 logger = logging.getLogger(__name__)
 
@@ -87,17 +77,12 @@ ErrorKind = Literal[
     "math",  # division by zero, domain errors, non-finite results
     "limit",  # exponent / factorial / size / depth / length limits
     "timeout",
+    "check",  # a check node, or an equation without unknowns, that does not hold
     "internal",  # a bug in the computer itself, reported rather than raised
 ]
 
 MAX_SCHEMA_ERRORS = 5
 """How many pydantic errors a `schema` error lists."""
-EXACT_SIZE = 200
-"""Largest expression tree, in nodes, a value keeps exactly; a bigger one goes on as a FALLBACK_DIGITS float."""
-EXACT_DEPTH = 5
-"""Deepest nesting of functions and powers a value keeps exactly (sympy's evalf slows exponentially with it)."""
-FALLBACK_DIGITS = 30
-"""Significant digits of a value that outgrew the exact budget."""
 PRECISE_DIGITS = 50
 """Significant digits the target's exact irrational value is evaluated to, for telling it from an integer."""
 SIMPLIFY_SHARE = 0.5
@@ -161,117 +146,6 @@ class Computation(BaseModel):
 # --- evaluating one formula ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Quantity:
-    """A magnitude in a pint unit; `size` and `depth` bound its expression tree, `exact` is False for floats."""
-
-    magnitude: sympy.Expr
-    unit: pint.Unit
-    size: int = 1
-    depth: int = 0
-    exact: bool = True
-
-
-def _unit_name(unit: pint.Unit) -> str:
-    return units.text(unit) or "dimensionless"
-
-
-class _Evaluator:
-    """Walks a formula's tree over already computed node values, checking units, limits and the clock."""
-
-    def __init__(self, values: dict[str, Quantity], deadline: float, time_limit_s: float) -> None:
-        self.values = values
-        self.deadline = deadline
-        self.time_limit_s = time_limit_s
-        self.pure = units.dimensionless()
-        self.radian = units.parse_unit("radian")
-
-    def quantity(self, magnitude: sympy.Expr, unit: pint.Unit, *parts: Quantity, nested: bool = False) -> Quantity:
-        """The result of an operation on `parts`; `nested` for functions and powers."""
-        exact = all(p.exact for p in parts)
-        if exact and magnitude.is_Atom:
-            return Quantity(magnitude, unit)
-        size = 1 + sum(p.size for p in parts)
-        depth = max((p.depth for p in parts), default=0) + nested
-        if not exact or size > EXACT_SIZE or depth > EXACT_DEPTH:
-            # Past this budget sympy's exact arithmetic and printing get very slow; go on with a precise float.
-            return Quantity(magnitude.evalf(FALLBACK_DIGITS), unit, exact=False)
-        return Quantity(magnitude, unit, size, depth)
-
-    def _powered(self, magnitude: sympy.Expr, unit: pint.Unit, *parts: Quantity) -> Quantity:
-        simple = units.simplest(unit)
-        return self.quantity(checked(units.convert(magnitude, unit, simple)), simple, *parts, nested=True)
-
-    def _number(self, q: Quantity, what: str) -> sympy.Expr:
-        if not q.unit.dimensionless:
-            raise FormulaError("dimension", f"{what} needs a pure number", f"got {_unit_name(q.unit)}")
-        return units.convert(q.magnitude, q.unit, self.pure)
-
-    def _like(self, first: Quantity, other: Quantity, symbol: str) -> sympy.Expr:
-        """`other`'s magnitude in `first`'s unit, if they share a dimension."""
-        if not units.same_dimension(first.unit, other.unit):
-            detail = f"{_unit_name(first.unit)} {symbol} {_unit_name(other.unit)}"
-            raise FormulaError("dimension", "dimension mismatch", detail)
-        return units.convert(other.magnitude, other.unit, first.unit)
-
-    def evaluate(self, expr: Expr) -> Quantity:
-        if time.thread_time() > self.deadline:
-            raise FormulaError("timeout", "time limit exceeded", f"{self.time_limit_s:g} s")
-        match expr:
-            case Num(value):
-                return Quantity(value, self.pure)
-            case Const(name):
-                return Quantity(CONSTANTS[name], self.pure)
-            case Ref(name):
-                return self.values[name]
-            case Unary(op, operand):
-                q = self.evaluate(operand)
-                return q if op == "+" else self.quantity(-q.magnitude, q.unit, q)
-            case Binary(op, left, right):
-                return self._binary(op, self.evaluate(left), self.evaluate(right))
-            case Call(func, args):
-                return self._call(func, [self.evaluate(a) for a in args])
-        raise AssertionError(f"unknown expression {expr!r}")
-
-    def _binary(self, op: str, a: Quantity, b: Quantity) -> Quantity:
-        x = a.magnitude
-        match op:
-            case "+" | "-":
-                y = self._like(a, b, op)
-                return self.quantity(checked(x + y if op == "+" else x - y), a.unit, a, b)
-            case "*":
-                return self.quantity(checked(x * b.magnitude), units.bounded(a.unit * b.unit), a, b)
-            case "/":
-                return self.quantity(divide(x, b.magnitude), units.bounded(a.unit / b.unit), a, b)
-            case "//":
-                return self.quantity(floor_divide(x, self._like(a, b, op)), self.pure, a, b, nested=True)
-            case "%":
-                return self.quantity(modulo(x, self._like(a, b, op)), a.unit, a, b, nested=True)
-            case "**":
-                exponent = self._number(b, "an exponent")
-                if a.unit.dimensionless:
-                    magnitude = power(self._number(a, "a power"), exponent)
-                    return self.quantity(magnitude, self.pure, a, b, nested=True)
-                if not exponent.is_Rational:
-                    raise FormulaError("dimension", "a quantity with a unit needs a rational exponent", str(exponent))
-                return self._powered(power(x, exponent), units.power(a.unit, exponent), a, b)
-        raise AssertionError(f"unknown operator {op}")
-
-    def _call(self, func: str, args: list[Quantity]) -> Quantity:
-        rule = FUNCTIONS[func].units
-        if rule == "plain":
-            return self.quantity(call(func, [self._number(q, func) for q in args]), self.pure, *args, nested=True)
-        if rule == "sqrt":
-            (q,) = args
-            return self._powered(call(func, [q.magnitude]), units.power(q.unit, sympy.Rational(1, 2)), q)
-        if rule == "angle" and len(args) == 1:
-            return self.quantity(call(func, [self._number(args[0], func)]), self.radian, *args, nested=True)
-        first = args[0]
-        magnitudes = [first.magnitude, *(self._like(first, q, ",") for q in args[1:])]
-        unit = first.unit if rule == "keep" else self.radian
-        return self.quantity(call(func, magnitudes), unit, *args, nested=True)
-
-
 # --- the graph -------------------------------------------------------------------------------------
 
 
@@ -318,8 +192,9 @@ class _Run:
         self.reserved: set[str] = set()  # node ids refused as function or constant names
         self.formulas: dict[str, Expr] = {}
         self.quantities: dict[str, Quantity] = {}
-        self.evaluator = _Evaluator(self.quantities, deadline, time_limit_s)
+        self.evaluator = Evaluator(self.quantities, deadline, time_limit_s)
         self.deadline = deadline
+        self.skipped: dict[int, list[str]] = {}  # id() of a root-cause error -> nodes it kept from being computed
 
     def error(self, kind: ErrorKind, message: str, node: str | None = None, *, stops: bool = True) -> ComputeError:
         """Record an error; unless `stops` is False, its node (and what depends on it) is not computed."""
@@ -340,7 +215,8 @@ class _Run:
                 self.reserved.add(node.id)
             else:
                 self.nodes[node.id] = node
-        if self.scaffold.target not in self.nodes:
+        target = self.nodes.get(self.scaffold.target)
+        if target is None or not target.is_quantity:
             self.error("missing_target", f"target {self.scaffold.target} is not a usable node id")
 
     @property
@@ -350,12 +226,21 @@ class _Run:
 
     def parse_nodes(self) -> None:
         for node_id, node in self.nodes.items():
+            if node.kind == "unknown":
+                self.result.parents[node_id] = []
+                if (node.value or node.formula or "").strip():
+                    self.error(
+                        "syntax", f"unknown {node_id} has a value or formula: the equations determine it", node_id
+                    )
+                    continue
+                self.check_unit(node)
+                continue
             if not node.expression.strip():
                 field = "value" if node.kind == "given" else "formula"
                 self.error("syntax", f"{node.kind} node {node_id} has no {field}", node_id)
                 continue
             try:
-                expr = parse(node.expression)
+                expr = parse(node.expression, _MODES[node.kind])
             except FormulaError as exc:
                 self.error(exc.kind, exc.describe(node_id), node_id)
                 continue
@@ -363,16 +248,26 @@ class _Run:
             self.result.parents[node_id] = refs
             self.formulas[node_id] = expr
             unknown = [r for r in refs if r not in self.nodes and r not in self.reserved]
+            valueless = [r for r in refs if r in self.nodes and not self.nodes[r].is_quantity]
+            clashes = [b for b in bound_names(expr) if b in self.nodes or b in self.reserved]
             if node.kind == "given" and refs:
                 message = f"given {node_id} references {', '.join(refs)}; a node computed from others is derived"
                 self.error("given_with_reference", message, node_id)
             elif unknown:
                 self.error("unknown_reference", f"unknown reference {', '.join(unknown)} in {node_id}", node_id)
+            elif valueless:
+                listed = ", ".join(f"{r} (an {self.nodes[r].kind})" for r in valueless)
+                self.error("unknown_reference", f"{node_id} uses {listed}, which has no value", node_id)
+            elif clashes:
+                self.error("syntax", f"bound variable {clashes[0]} in {node_id} is also a node id", node_id)
             else:
-                try:
-                    units.parse_unit(node.unit)
-                except FormulaError as exc:
-                    self.error(exc.kind, exc.describe(node_id), node_id)
+                self.check_unit(node)
+
+    def check_unit(self, node: Node) -> None:
+        try:
+            units.parse_unit(node.unit)
+        except FormulaError as exc:
+            self.error(exc.kind, exc.describe(node.id), node.id)
 
     def order(self) -> list[str]:
         """All node ids in dependency order; every cycle is reported once and its nodes fail."""
@@ -388,36 +283,178 @@ class _Run:
                     self.failed.setdefault(node_id, err)
                     graph[node_id] = []
 
+    def blocked(self, node_id: str) -> bool:
+        """Whether an upstream failure keeps the node from being computed (recording it on the root cause)."""
+        if node_id in self.failed:
+            return True
+        stopped = [p for p in self.result.parents.get(node_id, []) if p in self.failed]
+        if not stopped:
+            return False
+        root = self.failed[stopped[0]]
+        self.failed[node_id] = root
+        self.skipped.setdefault(id(root), []).append(node_id)
+        return True
+
+    def attempt(self, node_id: str, step: Callable[[], None]) -> bool:
+        """Run one node's step, turning every failure into an error on the node; False if it failed."""
+        try:
+            step()
+            return True
+        except FormulaError as exc:
+            self.error(exc.kind, exc.describe(node_id), node_id)
+        except ArithmeticError as exc:  # sympy giving up, e.g. PrecisionExhausted on floor(exp(9000))
+            self.error("math", f"cannot evaluate {node_id} exactly ({type(exc).__name__})", node_id)
+        except (RecursionError, MemoryError) as exc:
+            self.error("limit", f"too large to evaluate in {node_id} ({type(exc).__name__})", node_id)
+        except Exception as exc:  # a bug of ours: name it on the rollout, keep the run going
+            logger.exception("computer failed on node %s", node_id)
+            self.error("internal", f"internal error in {node_id}: {type(exc).__name__}: {exc}", node_id)
+        return False
+
     def evaluate_all(self, order: list[str]) -> None:
-        skipped: dict[int, list[str]] = {}  # id() of a root-cause error -> nodes it kept from being computed
+        block = self.solved_block(order)
         for node_id in order:
-            if node_id in self.failed:
-                continue
-            blocked = [p for p in self.result.parents[node_id] if p in self.failed]
-            if blocked:
-                root = self.failed[blocked[0]]
-                self.failed[node_id] = root
-                skipped.setdefault(id(root), []).append(node_id)
+            if node_id in block or self.blocked(node_id):
                 continue
             if time.thread_time() > self.deadline:
                 self.error("timeout", f"time limit exceeded before {node_id}: {self.evaluator.time_limit_s:g} s")
-                break
-            try:
-                self.record(node_id, self.evaluate(self.nodes[node_id], self.formulas[node_id]))
-            except FormulaError as exc:
-                self.error(exc.kind, exc.describe(node_id), node_id)
-                if exc.kind == "timeout":
-                    break
-            except ArithmeticError as exc:  # sympy giving up, e.g. PrecisionExhausted on floor(exp(9000))
-                self.error("math", f"cannot evaluate {node_id} exactly ({type(exc).__name__})", node_id)
-            except (RecursionError, MemoryError) as exc:
-                self.error("limit", f"too large to evaluate in {node_id} ({type(exc).__name__})", node_id)
-            except Exception as exc:  # a bug of ours: name it on the rollout, keep the run going
-                logger.exception("computer failed on node %s", node_id)
-                self.error("internal", f"internal error in {node_id}: {type(exc).__name__}: {exc}", node_id)
+                return
+            self.attempt(node_id, lambda n=node_id: self.compute_node(n))
+            if any(e.kind == "timeout" for e in self.result.errors):
+                return
+        if block:
+            self.solve(order, block)
+
+    def finish_messages(self) -> None:
         for err in self.result.errors:
-            if id(err) in skipped:
-                err.message += f" (so not computed: {', '.join(skipped[id(err)])})"
+            if id(err) in self.skipped:
+                err.message += f" (so not computed: {', '.join(self.skipped[id(err)])})"
+
+    def compute_node(self, node_id: str) -> None:
+        """Evaluate one node: record a quantity's value, test a check or an equation that holds no unknown."""
+        node, expr = self.nodes[node_id], self.formulas[node_id]
+        if node.kind in ("check", "equation"):
+            self.test_condition(node_id, expr)
+            return
+        self.record(node_id, self.evaluate(node, expr))
+
+    def test_condition(self, node_id: str, expr: Expr) -> None:
+        if self.evaluator.truth(expr):
+            return
+        shown = ", ".join(
+            f"{r} = {_short(self.result.values[r])}" for r in self.result.parents[node_id] if r in self.result.values
+        )
+        what = "check" if self.nodes[node_id].kind == "check" else "equation"
+        formula = self.nodes[node_id].expression.strip()
+        self.error("check", f"{what} {node_id} failed: {formula}" + (f" ({shown})" if shown else ""), node_id)
+
+    # --- unknowns and equations --------------------------------------------------------------------
+
+    def solved_block(self, order: list[str]) -> list[str]:
+        """The unknowns and every node that depends on one, in order: computed after the equations are solved."""
+        inside: set[str] = {n for n in order if self.nodes[n].kind == "unknown" and n not in self.failed}
+        for node_id in order:
+            if any(p in inside for p in self.result.parents.get(node_id, [])):
+                inside.add(node_id)
+        return [n for n in order if n in inside]
+
+    def solve(self, order: list[str], block: list[str]) -> None:
+        unknowns = [n for n in block if self.nodes[n].kind == "unknown"]
+        equations = [n for n in block if self.nodes[n].kind == "equation"]
+        for u in unknowns:
+            self.quantities[u] = Quantity(symbol_for(u, self.nodes[u].domain), units.parse_unit(self.nodes[u].unit))
+        residuals: list[sympy.Expr] = []
+        for node_id in block:
+            node = self.nodes[node_id]
+            if node.kind in ("unknown", "check") or self.blocked(node_id):
+                continue
+            if node.kind == "equation":
+                self.attempt(node_id, lambda n=node_id: residuals.append(self.residual(n)))
+            else:
+                self.attempt(
+                    node_id,
+                    lambda n=node_id: self.quantities.__setitem__(n, self.evaluate(self.nodes[n], self.formulas[n])),
+                )
+        stuck = [n for n in equations if n in self.failed]
+        symbols = {u: self.quantities[u].magnitude for u in unknowns}
+        free = [u for u in unknowns if not any(symbols[u] in r.free_symbols for r in residuals)]
+        for u in [] if stuck else free:
+            self.error("math", f"unknown {u} is in no equation: nothing determines it", u)
+        if stuck or free:
+            self.fail_block(block, stuck[0] if stuck else free[0])
+            return
+        try:
+            candidates = solver.solve(
+                residuals, [solver.Unknown(u, self.nodes[u].domain) for u in unknowns], self.deadline
+            )
+        except FormulaError as exc:
+            self.error(
+                exc.kind,
+                f"{exc.problem} for {', '.join(unknowns)}" + (f": {exc.detail}" if exc.detail else ""),
+                unknowns[0],
+            )
+            self.fail_block(block, unknowns[0])
+            return
+        kept = [c for c in candidates if self.consistent(block, c)]
+        if len(kept) != 1:
+            self.error(
+                "math",
+                _count_message(kept or candidates, unknowns, self.nodes, bool(candidates) and not kept),
+                unknowns[0],
+            )
+            self.fail_block(block, unknowns[0])
+            return
+        self.assign(block, kept[0])
+        for node_id in block:
+            if self.nodes[node_id].kind == "unknown":
+                self.attempt(node_id, lambda n=node_id: self.record(n, self.quantities[n]))
+            elif not self.blocked(node_id):
+                self.attempt(node_id, lambda n=node_id: self.compute_node(n))
+
+    def residual(self, node_id: str) -> sympy.Expr:
+        """lhs - rhs of an equation, in the left side's unit."""
+        compare = self.formulas[node_id]
+        assert isinstance(compare, Compare)
+        left, right = (self.evaluator.evaluate(side) for side in compare.operands)
+        return left.magnitude - self.evaluator.like(left, right, "==")
+
+    def assign(self, block: list[str], solution: dict[str, sympy.Expr]) -> None:
+        """Give the unknowns a candidate's values (numbers now) and clear the block's symbolic values."""
+        for node_id in block:
+            node = self.nodes[node_id]
+            if node.kind == "unknown":
+                value = solution[node_id]
+                self.quantities[node_id] = Quantity(value, units.parse_unit(node.unit), exact=not value.is_Float)
+            else:
+                self.quantities.pop(node_id, None)
+
+    def consistent(self, block: list[str], solution: dict[str, sympy.Expr]) -> bool:
+        """Whether a candidate makes every node of the block computable and every check in it hold."""
+        self.assign(block, solution)
+        try:
+            for node_id in block:
+                node = self.nodes[node_id]
+                if node.kind == "unknown" or node_id in self.failed:
+                    continue
+                if node.kind == "check":
+                    if not self.evaluator.truth(self.formulas[node_id]):
+                        return False
+                elif node.kind == "derived":
+                    self.quantities[node_id] = self.evaluate(node, self.formulas[node_id])
+            return True
+        except (FormulaError, ArithmeticError, TypeError, ValueError):
+            return False
+        finally:
+            self.assign(block, solution)
+
+    def fail_block(self, block: list[str], cause: str) -> None:
+        root = self.failed.get(cause) or self.result.errors[-1]
+        for node_id in block:
+            if node_id != cause and node_id not in self.failed:
+                self.failed[node_id] = root
+                self.skipped.setdefault(id(root), []).append(node_id)
+
+    # --- values ------------------------------------------------------------------------------------
 
     def evaluate(self, node: Node, expr: Expr) -> Quantity:
         q = self.evaluator.evaluate(expr)
@@ -427,7 +464,7 @@ class _Run:
         if not node.unit.strip():
             return q
         if not units.same_dimension(q.unit, declared):
-            detail = f"formula gives {_unit_name(q.unit)} ({q.unit.dimensionality})"
+            detail = f"formula gives {unit_name(q.unit)} ({q.unit.dimensionality})"
             raise FormulaError("dimension", f"declared unit {node.unit} does not match the formula", detail)
         return self.evaluator.quantity(checked(units.convert(q.magnitude, q.unit, declared)), declared, q)
 
@@ -444,21 +481,27 @@ class _Run:
         self.result.order.append(node_id)
 
     def find_dependencies(self) -> None:
-        """`depends` of every parsed node; its text references where time ran out or the build failed."""
+        """`depends` of every parsed node; an unknown depends on the equations that bind it."""
         for node_id, expr in self.formulas.items():
             parents = self.result.parents[node_id]
             if not parents or time.thread_time() > self.deadline:
                 self.result.depends[node_id] = parents
                 continue
             self.result.depends[node_id] = live_refs(expr, self.shadowed)
+        for node_id, node in self.nodes.items():
+            if node.kind == "unknown":
+                self.result.depends[node_id] = [
+                    e
+                    for e, n in self.nodes.items()
+                    if n.kind == "equation" and node_id in self.result.depends.get(e, [])
+                ]
 
     def answer(self, target: str) -> Answer:
         q = self.quantities[target]
         unit = self.result.units[target]
         if not q.exact or q.magnitude.is_Rational:
-            return Answer(
-                exact=self.result.values[target], numeric=self.result.numeric[target], unit=unit, is_exact=q.exact
-            )
+            exact, numeric = self.result.values[target], self.result.numeric[target]
+            return Answer(exact=exact, numeric=numeric, unit=unit, is_exact=q.exact)
         budget = min(self.deadline, time.thread_time() + SIMPLIFY_SHARE * self.evaluator.time_limit_s)
         value, digits = _simplest(q.magnitude, budget)
         exact = str(value)
@@ -466,43 +509,44 @@ class _Run:
         return Answer(exact=exact, numeric=self.result.numeric[target], unit=unit, digits=digits)
 
     def run(self) -> Computation:
-        self.collect_nodes()
-        self.parse_nodes()
-        self.evaluate_all(self.order())
-        self.find_dependencies()
-        result, target = self.result, self.scaffold.target
-        if target in result.values:
-            result.answer = self.answer(target)
+        with deadline_of(self.deadline):
+            self.collect_nodes()
+            self.parse_nodes()
+            self.evaluate_all(self.order())
+            self.finish_messages()
+            self.find_dependencies()
+            result, target = self.result, self.scaffold.target
+            if target in result.values:
+                result.answer = self.answer(target)
         result.valid = not result.errors and result.answer is not None
         return result
 
 
-class _OutOfTime(BaseException):
-    """Raised inside sympy when a bounded step runs out of CPU time; a BaseException so sympy cannot swallow it."""
+_MODES: dict[str, Mode] = {"given": "value", "derived": "value", "equation": "equation", "check": "condition"}
 
 
-@contextmanager
-def _cpu_bounded(deadline: float) -> Iterator[None]:
-    """Stop the Python code run inside (sympy's, say) once the thread's CPU clock passes `deadline`.
+def _short(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
 
-    sympy has no timeouts and signals do not work in threads, so a trace function checks the clock
-    every few hundred calls and raises `_OutOfTime` into the running code.
-    """
-    calls = 0
 
-    def tracer(frame: Any, event: str, arg: Any) -> None:
-        nonlocal calls
-        calls += 1
-        if calls % 256 == 0 and time.thread_time() > deadline:
-            raise _OutOfTime
-        return None
+def _count_message(
+    candidates: list[dict[str, sympy.Expr]], unknowns: list[str], nodes: dict[str, Node], checked_out: bool
+) -> str:
+    names = ", ".join(unknowns)
+    if not candidates:
+        domains = ", ".join(f"{u} in {nodes[u].domain}" for u in unknowns)
+        return f"no solution for {domains}"
+    if checked_out:
+        return f"no solution for {names} passes the checks (candidates: {_listed(candidates, unknowns)})"
+    return f"{len(candidates)} solutions for {names}: {_listed(candidates, unknowns)}; narrow the domain or add a check"
 
-    previous = sys.gettrace()
-    sys.settrace(tracer)
-    try:
-        yield
-    finally:
-        sys.settrace(previous)
+
+def _listed(candidates: list[dict[str, sympy.Expr]], unknowns: list[str]) -> str:
+    shown = []
+    for c in candidates[:5]:
+        values = [_short(str(c[u])) for u in unknowns]
+        shown.append(values[0] if len(values) == 1 else "(" + ", ".join(values) + ")")
+    return ", ".join(shown) + (f" (+{len(candidates) - 5} more)" if len(candidates) > 5 else "")
 
 
 def _simplest(value: sympy.Expr, deadline: float) -> tuple[sympy.Expr, str | None]:
@@ -513,7 +557,7 @@ def _simplest(value: sympy.Expr, deadline: float) -> tuple[sympy.Expr, str | Non
     """
     digits: str | None = None
     try:
-        with _cpu_bounded(deadline):
+        with cpu_bounded(deadline):
             approx = sympy.N(value, PRECISE_DIGITS)
             if approx.is_Float:
                 digits = str(approx)
@@ -525,7 +569,7 @@ def _simplest(value: sympy.Expr, deadline: float) -> tuple[sympy.Expr, str | Non
             simpler = sympy.simplify(value)
             if simpler.is_Rational or sympy.count_ops(simpler) < sympy.count_ops(value):
                 value = simpler
-    except _OutOfTime:
+    except OutOfTime:
         pass
     except (ArithmeticError, TypeError, ValueError, RecursionError):  # sympy giving up on an odd value
         pass

@@ -27,6 +27,8 @@ from typing import Literal
 import mpmath
 import sympy
 
+from causal_grpo import numbertheory
+from causal_grpo.errors import ErrorKind, FormulaError
 from causal_grpo.scaffold import MAX_FORMULA_CHARS
 
 MAX_DEPTH = 50
@@ -42,33 +44,7 @@ MAX_FACTORIAL = 1000
 MAX_EXP_ARG = 9000
 """Largest |x| of exp, sinh and cosh (exp(9000) is about 10**3909)."""
 
-MAX_SHOWN_DIGITS = 40
-"""Longest run of digits a message shows; a longer number is shortened to its first digits and its length."""
-
-ErrorKind = Literal["syntax", "disallowed", "limit", "math", "dimension", "unit", "timeout"]
 Units = Literal["plain", "keep", "sqrt", "angle"]
-
-_LONG_NUMBER = re.compile(rf"\d{{{MAX_SHOWN_DIGITS + 1},}}")
-
-
-def shorten_numbers(text: str) -> str:
-    """`text` with every number over MAX_SHOWN_DIGITS digits shown as '1926…(610 digits)'."""
-    return _LONG_NUMBER.sub(lambda m: f"{m.group()[:4]}…({len(m.group())} digits)", text)
-
-
-class FormulaError(Exception):
-    """A formula that cannot be parsed or evaluated; `describe(node)` words it for one node."""
-
-    def __init__(self, kind: ErrorKind, problem: str, detail: str = "") -> None:
-        detail = shorten_numbers(detail)
-        super().__init__(f"{problem}: {detail}" if detail else problem)
-        self.kind: ErrorKind = kind
-        self.problem = problem
-        self.detail = detail
-
-    def describe(self, node: str) -> str:
-        """The message for a formula of `node`, e.g. 'disallowed syntax in F: attribute access'."""
-        return f"{self.problem} in {node}" + (f": {self.detail}" if self.detail else "")
 
 
 # --- expression tree -------------------------------------------------------------------------------
@@ -120,7 +96,50 @@ class Call:
     args: tuple[Expr, ...]
 
 
-Expr = Num | Const | Ref | Unary | Binary | Call
+@dataclass(frozen=True, slots=True)
+class Var:
+    """A bound variable of an enclosing `Iterate`."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Iterate:
+    """`func(body, var, lo, hi)`: sum, prod, count, first, max_of, min_of over lo..hi, or integrate."""
+
+    func: str
+    body: Expr
+    var: str
+    lo: Expr
+    hi: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """A chained comparison `a < b <= c` (a condition)."""
+
+    ops: tuple[str, ...]
+    operands: tuple[Expr, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BoolOp:
+    """`and` / `or` of conditions, or `not` of one (`op == "not"`, one value)."""
+
+    op: str
+    values: tuple[Expr, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IfElse:
+    """`ifelse(cond, a, b)`: a where the condition holds, else b (only the chosen branch is computed)."""
+
+    cond: Expr
+    then: Expr
+    other: Expr
+
+
+Expr = Num | Const | Ref | Unary | Binary | Call | Var | Iterate | Compare | BoolOp | IfElse
 
 
 # --- exact number helpers --------------------------------------------------------------------------
@@ -178,6 +197,10 @@ def _refusals_as_math(op: Callable[..., sympy.Expr]) -> Callable[..., sympy.Expr
 @_refusals_as_math
 def power(base: sympy.Expr, exp: sympy.Expr) -> sympy.Expr:
     """`base ** exp`, refused when the exponent or the result would be too large to handle exactly."""
+    if base.free_symbols or exp.free_symbols:  # an unknown's expression: sizes are checked once it is solved
+        if exp.is_Rational and (abs(exp.p) > MAX_EXPONENT or exp.q > MAX_EXPONENT):
+            raise FormulaError("limit", "exponent too large", f"{exp} (limit {MAX_EXPONENT})")
+        return base**exp
     if exp.is_Rational:
         if abs(exp.p) > MAX_EXPONENT or exp.q > MAX_EXPONENT:
             raise FormulaError("limit", "exponent too large", f"{exp} (limit {MAX_EXPONENT})")
@@ -308,6 +331,20 @@ FUNCTIONS: dict[str, Function] = {
     "binomial": Function(_binomial, (2, 2), "plain", "binomial(n, k): n choose k"),
     "comb": Function(_binomial, (2, 2), "plain", "n choose k (Python's spelling)"),
     "factorial": Function(_factorial, _PLAIN_1, "plain", "n! for integers 0 <= n <= MAX_FACTORIAL"),
+    "erf": Function(sympy.erf, _PLAIN_1, "plain", "the error function"),
+    "numer": Function(numbertheory.numer, _PLAIN_1, "plain", "numerator of a reduced exact rational"),
+    "denom": Function(numbertheory.denom, _PLAIN_1, "plain", "denominator of a reduced exact rational"),
+    "powmod": Function(numbertheory.powmod, (3, 3), "plain", "powmod(b, e, m): b**e mod m, any e >= 0"),
+    "modinv": Function(numbertheory.modinv, (2, 2), "plain", "modinv(a, m): the inverse of a mod m"),
+    "isprime": Function(numbertheory.isprime, _PLAIN_1, "plain", "1 if n is prime, else 0"),
+    "prime": Function(numbertheory.prime, _PLAIN_1, "plain", "prime(k): the k-th prime, 1-based"),
+    "divisor_count": Function(numbertheory.divisor_count, _PLAIN_1, "plain", "number of positive divisors"),
+    "divisor_sum": Function(numbertheory.divisor_sum, _PLAIN_1, "plain", "sum of the positive divisors"),
+    "totient": Function(numbertheory.totient, _PLAIN_1, "plain", "Euler's totient"),
+    "omega": Function(numbertheory.omega, _PLAIN_1, "plain", "number of distinct prime factors"),
+    "multiplicity": Function(numbertheory.multiplicity, (2, 2), "plain", "multiplicity(p, n): exponent of p in n"),
+    "digit_sum": Function(numbertheory.digit_sum, (1, 2), "plain", "digit_sum(n, b): digit sum in base b (10)"),
+    "num_digits": Function(numbertheory.num_digits, (1, 2), "plain", "num_digits(n, b): digits in base b (10)"),
 }
 """Callable functions. Units: 'plain' = arguments become pure numbers (angles in radians) and so is the
 result; 'keep' = arguments share one dimension and the result has the first one's unit; 'sqrt' = units to
@@ -403,45 +440,155 @@ def _literal(node: ast.Constant, text: str) -> sympy.Rational:
     return sympy.Rational(exact.numerator, exact.denominator)
 
 
-def _build(node: ast.AST, text: str, depth: int) -> Expr:
+ITERATORS: dict[str, str] = {
+    "sum": "sum(expr, k, lo, hi): the sum of expr for k = lo..hi",
+    "prod": "prod(expr, k, lo, hi): the product",
+    "count": "count(cond, k, lo, hi): how many k in lo..hi satisfy cond",
+    "first": "first(cond, k, lo, hi): the least k in lo..hi that satisfies cond",
+    "max_of": "max_of(expr, k, lo, hi): the largest value of expr",
+    "min_of": "min_of(expr, k, lo, hi): the smallest value of expr",
+    "integrate": "integrate(expr, x, a, b): the definite integral of expr over x from a to b",
+}
+"""Calls with a bound variable (the second argument), inclusive integer bounds except for integrate."""
+CONDITION_FIRST = frozenset({"count", "first"})
+SPECIAL = frozenset(ITERATORS) | {"ifelse"}
+
+_COMPARE_OPS: dict[type[ast.cmpop], str] = {
+    ast.Eq: "==",
+    ast.NotEq: "!=",
+    ast.Lt: "<",
+    ast.LtE: "<=",
+    ast.Gt: ">",
+    ast.GtE: ">=",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    """Where `_build` is: the bound variables in scope and whether a condition is expected here."""
+
+    text: str
+    bound: tuple[str, ...] = ()
+    condition: bool = False
+
+    def value(self) -> _Scope:
+        return _Scope(self.text, self.bound, False)
+
+    def cond(self) -> _Scope:
+        return _Scope(self.text, self.bound, True)
+
+    def binding(self, name: str, condition: bool) -> _Scope:
+        return _Scope(self.text, (*self.bound, name), condition)
+
+
+def _bound_name(node: ast.AST, func: str, scope: _Scope) -> str:
+    if not isinstance(node, ast.Name):
+        raise FormulaError("syntax", f"the second argument of {func} must be a new variable name", "")
+    name = node.id
+    if name in RESERVED or name in SPECIAL:
+        raise FormulaError("syntax", "bound variable is a reserved name", f"{name} in {func}")
+    if name in scope.bound:
+        raise FormulaError("syntax", "bound variable shadows an outer one", f"{name} in {func}")
+    return name
+
+
+def _special(func: str, args: list[ast.expr], scope: _Scope, depth: int) -> Expr:
+    if func == "ifelse":
+        if len(args) != 3:
+            raise FormulaError("syntax", "wrong number of arguments", "ifelse takes 3")
+        cond, then, other = args
+        return IfElse(
+            _build(cond, scope.cond(), depth), _build(then, scope.value(), depth), _build(other, scope.value(), depth)
+        )
+    if len(args) != 4:
+        raise FormulaError("syntax", "wrong number of arguments", f"{func} takes 4: {ITERATORS[func]}")
+    body, var, lo, hi = args
+    name = _bound_name(var, func, scope)
+    inner = scope.binding(name, condition=func in CONDITION_FIRST)
+    return Iterate(
+        func, _build(body, inner, depth), name, _build(lo, scope.value(), depth), _build(hi, scope.value(), depth)
+    )
+
+
+def _build(node: ast.AST, scope: _Scope | str, depth: int) -> Expr:
+    if isinstance(scope, str):
+        scope = _Scope(scope)
+    text = scope.text
     if depth > MAX_DEPTH:
         raise FormulaError("limit", "formula nested too deeply", f"over {MAX_DEPTH} levels")
     deeper = depth + 1
+    if scope.condition:
+        return _condition(node, scope, deeper)
     match node:
         case ast.Constant():
             return Num(_literal(node, text))
         case ast.Name(id=name):
+            if name in scope.bound:
+                return Var(name)
             if name in CONSTANTS:
                 return Const(name)
-            if name in FUNCTIONS:
+            if name in FUNCTIONS or name in SPECIAL:
                 raise _disallowed(f"function {name} used without calling it")
             return Ref(name)
+        case ast.UnaryOp(op=ast.Not()):
+            raise _disallowed("operator not outside a condition (conditions go in ifelse, count, first, checks)")
         case ast.UnaryOp(op=op, operand=operand):
             if type(op) not in _UNARY_OPS:
                 raise _disallowed(_OPERATOR_TEXT.get(type(op), type(op).__name__))
-            return Unary(_UNARY_OPS[type(op)], _build(operand, text, deeper))
+            return Unary(_UNARY_OPS[type(op)], _build(operand, scope, deeper))
         case ast.BinOp(op=op, left=left, right=right):
             if type(op) not in _BINARY_OPS:
                 raise _disallowed(_OPERATOR_TEXT.get(type(op), type(op).__name__))
-            return Binary(_BINARY_OPS[type(op)], _build(left, text, deeper), _build(right, text, deeper))
+            return Binary(_BINARY_OPS[type(op)], _build(left, scope, deeper), _build(right, scope, deeper))
         case ast.Call(func=func, args=args, keywords=keywords):
             if not isinstance(func, ast.Name):
                 raise _disallowed("call of something other than a function name")
-            if func.id not in FUNCTIONS:
+            if func.id not in FUNCTIONS and func.id not in SPECIAL:
                 raise _disallowed(f"unknown function {func.id}")
             if keywords:
                 raise _disallowed(f"keyword arguments to {func.id}")
+            if any(isinstance(a, ast.Starred) for a in args):
+                raise _disallowed("star argument")
+            if func.id in SPECIAL:
+                return _special(func.id, args, scope, deeper)
             low, high = FUNCTIONS[func.id].arity
             if len(args) < low or (high is not None and len(args) > high):
                 expected = str(low) if low == high else f"{low} or more" if high is None else f"{low} to {high}"
                 raise FormulaError("syntax", "wrong number of arguments", f"{func.id} takes {expected}")
-            return Call(func.id, tuple(_build(a, text, deeper) for a in args))
+            return Call(func.id, tuple(_build(a, scope, deeper) for a in args))
+        case ast.Compare() | ast.BoolOp():
+            what = "comparison" if isinstance(node, ast.Compare) else "boolean operator"
+            raise _disallowed(f"{what} outside a condition (conditions go in ifelse, count, first, checks)")
         case _:
             raise _disallowed(_SYNTAX_TEXT.get(type(node), type(node).__name__))
 
 
-def parse(text: str) -> Expr:
-    """Parse formula text into an expression tree, or raise `FormulaError` (syntax, disallowed, limit)."""
+def _condition(node: ast.AST, scope: _Scope, depth: int) -> Expr:
+    """A condition: comparisons joined by and, or, not."""
+    match node:
+        case ast.Compare(left=left, ops=ops, comparators=comparators):
+            if any(type(op) not in _COMPARE_OPS for op in ops):
+                raise _disallowed("only == != < <= > >= compare")
+            operands = (left, *comparators)
+            return Compare(
+                tuple(_COMPARE_OPS[type(op)] for op in ops), tuple(_build(o, scope.value(), depth) for o in operands)
+            )
+        case ast.BoolOp(op=op, values=values):
+            return BoolOp("and" if isinstance(op, ast.And) else "or", tuple(_build(v, scope, depth) for v in values))
+        case ast.UnaryOp(op=ast.Not(), operand=operand):
+            return BoolOp("not", (_build(operand, scope, depth),))
+        case _:
+            raise _disallowed("a condition here: write a comparison such as x > 0")
+
+
+Mode = Literal["value", "condition", "equation"]
+
+
+def parse(text: str, mode: Mode = "value") -> Expr:
+    """Parse formula text into an expression tree, or raise `FormulaError` (syntax, disallowed, limit).
+
+    `mode`: a value (derived nodes, givens), a condition (check nodes), or an equation `lhs == rhs`.
+    """
     text = text.strip()
     if not text:
         raise FormulaError("syntax", "empty formula")
@@ -456,7 +603,37 @@ def parse(text: str) -> Expr:
         raise FormulaError(kind, "syntax error", exc.msg) from None
     except (RecursionError, MemoryError, ValueError) as exc:
         raise FormulaError("limit", "formula too complex to parse", type(exc).__name__) from None
-    return _build(tree.body, text, 0)
+    if mode == "equation":
+        body = tree.body
+        if not (isinstance(body, ast.Compare) and len(body.ops) == 1 and isinstance(body.ops[0], ast.Eq)):
+            raise FormulaError("syntax", "an equation needs exactly one == at the top level", "e.g. 'x**2 + 1 == y'")
+        scope = _Scope(text)
+        return Compare(("==",), (_build(body.left, scope, 1), _build(body.comparators[0], scope, 1)))
+    return _build(tree.body, _Scope(text, condition=mode == "condition"), 0)
+
+
+def children(e: Expr) -> tuple[Expr, ...]:
+    """The sub-expressions of a tree node, bounds before an iteration's body."""
+    match e:
+        case Unary(operand=operand):
+            return (operand,)
+        case Binary(left=left, right=right):
+            return (left, right)
+        case Call(args=args) | Compare(operands=args) | BoolOp(values=args):
+            return args
+        case Iterate(body=body, lo=lo, hi=hi):
+            return (lo, hi, body)
+        case IfElse(cond=cond, then=then, other=other):
+            return (cond, then, other)
+    return ()
+
+
+def walk(expr: Expr) -> list[Expr]:
+    """Every tree node of an expression, parents before children."""
+    found = [expr]
+    for child in children(expr):
+        found.extend(walk(child))
+    return found
 
 
 def refs_of(expr: Expr, constants: frozenset[str] = frozenset()) -> list[str]:
@@ -466,30 +643,21 @@ def refs_of(expr: Expr, constants: frozenset[str] = frozenset()) -> list[str]:
     model meant its node, not the constant.
     """
     seen: dict[str, None] = {}
-
-    def visit(e: Expr) -> None:
-        match e:
-            case Ref(name):
-                seen.setdefault(name)
-            case Const(name) if name in constants:
-                seen.setdefault(name)
-            case Unary(operand=operand):
-                visit(operand)
-            case Binary(left=left, right=right):
-                visit(left)
-                visit(right)
-            case Call(args=args):
-                for a in args:
-                    visit(a)
-
-    visit(expr)
+    for e in walk(expr):
+        if isinstance(e, Ref) or (isinstance(e, Const) and e.name in constants):
+            seen.setdefault(e.name)
     return list(seen)
 
 
-def references(text: str) -> list[str]:
+def bound_names(expr: Expr) -> list[str]:
+    """The bound variables an expression introduces (so the computer can refuse one that is a node id)."""
+    return [e.var for e in walk(expr) if isinstance(e, Iterate)]
+
+
+def references(text: str, mode: Mode = "value") -> list[str]:
     """Node names a formula uses, in order of first appearance; [] if it does not parse."""
     try:
-        return refs_of(parse(text))
+        return refs_of(parse(text, mode))
     except FormulaError:
         return []
 
@@ -525,6 +693,10 @@ def live_refs(expr: Expr, constants: frozenset[str] = frozenset()) -> list[str]:
                 if any(a.free_symbols for a in built):
                     return sympy.Function(func)(*built)
                 return call(func, built)
+            case Var(name):
+                return sympy.Dummy(name)
+            case Iterate() | Compare() | BoolOp() | IfElse():
+                return sympy.Function(type(e).__name__)(*(build(c) for c in children(e)))
         raise AssertionError(f"unknown expression {e!r}")
 
     try:

@@ -39,7 +39,7 @@ from pydantic import BaseModel, Field
 
 from causal_grpo import units
 from causal_grpo.computer import Answer, Computation
-from causal_grpo.formula import shorten_numbers
+from causal_grpo.errors import shorten_numbers
 from causal_grpo.problems import Problem
 from causal_grpo.scaffold import Scaffold
 
@@ -286,12 +286,14 @@ def graph_reward(scaffold: Scaffold | None, computation: Computation) -> RewardP
     kinds = {e.kind for e in computation.errors}
     if scaffold is None or "schema" in kinds:
         return _part(dict.fromkeys(GRAPH_WEIGHTS, 0.0), GRAPH_WEIGHTS, "the scaffold did not parse")
-    ids = [n.id for n in scaffold.nodes]
-    n = len(ids)
+    n = len(scaffold.nodes)
+    # A check constrains the graph without feeding the target: it is never dead and has no value.
+    ids = [node.id for node in scaffold.nodes if node.kind != "check"]
+    valued = [node.id for node in scaffold.nodes if node.is_quantity]
     target = scaffold.node(scaffold.target)
     feeding = _ancestors(scaffold.target, inputs(computation)) if target else set()
     given_ids = {node.id for node in scaffold.nodes if node.kind == "given"}
-    reachable = target is not None and target.kind == "derived" and bool(feeding & given_ids)
+    reachable = target is not None and target.kind in ("derived", "unknown") and bool(feeding & given_ids)
     dead = [i for i in dict.fromkeys(ids) if i not in feeding and (target is None or i != target.id)]
     derived = [node.id for node in scaffold.nodes if node.kind == "derived"]
     without_inputs = typed_in(scaffold, computation)
@@ -300,9 +302,9 @@ def graph_reward(scaffold: Scaffold | None, computation: Computation) -> RewardP
         "acyclic": float("cycle" not in kinds),
         "references_resolve": float(not kinds & _REFERENCE_ERRORS),
         "target_reachable": float(reachable),
-        "no_dead_nodes": (n - sum(ids.count(i) for i in dead)) / n,
+        "no_dead_nodes": (len(ids) - sum(ids.count(i) for i in dead)) / len(ids) if ids else 0.0,
         "derived_have_inputs": 1.0 - len(without_inputs) / len(derived) if derived else 1.0,
-        "computed": sum(1 for i in ids if i in computation.values) / n,
+        "computed": sum(1 for i in valued if i in computation.values) / len(valued) if valued else 0.0,
         "units_consistent": float(not kinds & _UNIT_ERRORS),
         "size": 0.0 if n < 2 else 1.0 if n <= SANE_NODES else 0.5,
     }
@@ -468,7 +470,11 @@ def logic_checks(scaffold: Scaffold | None, computation: Computation, problem: P
         for g in givens
         if (value := computation.numeric.get(g.id)) is None or not given_traceable(g.id, g.description, value, numbers)
     ]
-    derived = [n.id for n in scaffold.nodes if n.kind == "derived" and n.id in computation.values and n.id not in typed]
+    derived = [
+        n.id
+        for n in scaffold.nodes
+        if n.kind in ("derived", "unknown") and n.id in computation.values and n.id not in typed
+    ]
     breakdown = {
         "dimensions": sum(dimension_checks) / len(dimension_checks),
         "givens_traceable": (len(givens) - len(untraced)) / len(givens) if givens else 0.0,

@@ -8,6 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_NODES = 64
 MAX_FORMULA_CHARS = 500
+MAX_ANALYSIS_CHARS = 8000
+
+Kind = Literal["given", "derived", "unknown", "equation", "check"]
+Domain = Literal["real", "positive", "nonnegative", "negative", "integer", "positive_integer", "nonnegative_integer"]
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -15,14 +19,16 @@ NodeId = Annotated[str, Field(pattern=IDENTIFIER, max_length=64, description="No
 
 
 class Node(BaseModel):
-    """One quantity of the graph: a given taken from the problem, or a derived one defined by a formula."""
+    """One node of the graph: a given, a derived quantity, an unknown to solve for, an equation or a check."""
 
     model_config = ConfigDict(extra="ignore")
 
     id: NodeId
-    kind: Literal["given", "derived"] = Field(
+    kind: Kind = Field(
         description="'given': a constant read from the problem (set `value`). "
-        "'derived': computed from other nodes (set `formula`)."
+        "'derived': computed from other nodes (set `formula`). "
+        "'unknown': a quantity the equations determine (set `domain`, no value or formula). "
+        "'equation': `formula` is 'lhs == rhs'. 'check': `formula` is a condition that must hold."
     )
     value: str | None = Field(
         default=None,
@@ -37,6 +43,7 @@ class Node(BaseModel):
     unit: str = Field(
         default="", max_length=64, description="Unit in pint syntax, e.g. 'm/s^2'; empty = dimensionless."
     )
+    domain: Domain = Field(default="real", description="For unknowns: where the solution lies.")
     description: str = Field(default="", max_length=300, description="What this quantity is.")
 
     @field_validator("value", "formula", mode="before")
@@ -59,6 +66,11 @@ class Node(BaseModel):
         """The text the computer evaluates: `value` for givens, `formula` for derived nodes."""
         return (self.value if self.kind == "given" else self.formula) or ""
 
+    @property
+    def is_quantity(self) -> bool:
+        """Whether the node has a value (given, derived, unknown), unlike an equation or a check."""
+        return self.kind in ("given", "derived", "unknown")
+
 
 class Scaffold(BaseModel):
     """A DAG of named quantities ending in a target node.
@@ -70,6 +82,12 @@ class Scaffold(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
+    # First, so that under structured output the model reasons before it writes a node.
+    analysis: str = Field(
+        default="",
+        max_length=MAX_ANALYSIS_CHARS,
+        description="Think here first: the approach, the relations, the casework; then write the graph.",
+    )
     problem_type: str = Field(
         default="general",
         max_length=64,

@@ -1,0 +1,178 @@
+"""Solving a scaffold's equations for its unknowns: exactly with sympy where it can in time, else numerically.
+
+`solve(residuals, unknowns, deadline)` returns every candidate solution (each unknown's value) in its
+domain; the computer then drops those that make a check false and requires exactly one. Numeric roots
+come from Newton's method at 40 digits from several starting points; a root is made exact where a
+simple closed form fits and provably satisfies every equation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+
+import mpmath
+import sympy
+
+from causal_grpo.budget import OutOfTime, cpu_bounded
+from causal_grpo.errors import FormulaError
+from causal_grpo.scaffold import Domain
+
+EXACT_SHARE = 0.5
+"""Share of the time left that sympy's exact solve may use before the numeric search takes over."""
+NEWTON_DIGITS = 40
+NEWTON_STEPS = 60
+MAX_STARTS = 24
+ROOT_TOL = mpmath.mpf(10) ** -28
+"""A numeric root must make every equation this small (relative to its terms' scale)."""
+
+_STARTS: dict[str, tuple[float, ...]] = {
+    "real": (1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 10.0, -10.0, 0.1, 100.0, -100.0),
+    "positive": (1.0, 0.5, 2.0, 5.0, 10.0, 0.1, 100.0, 1000.0),
+    "negative": (-1.0, -0.5, -2.0, -5.0, -10.0, -0.1, -100.0),
+}
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """One unknown: its symbol (with the domain's sympy assumptions) and its domain."""
+
+    name: str
+    domain: Domain
+
+    @property
+    def symbol(self) -> sympy.Symbol:
+        return symbol_for(self.name, self.domain)
+
+
+def symbol_for(name: str, domain: Domain) -> sympy.Symbol:
+    """The sympy symbol of an unknown, carrying what its domain says (sympy's solve uses it)."""
+    assumptions: dict[str, bool] = {"real": True}
+    if domain in ("positive", "positive_integer"):
+        assumptions["positive"] = True
+    if domain in ("nonnegative", "nonnegative_integer"):
+        assumptions["nonnegative"] = True
+    if domain == "negative":
+        assumptions["negative"] = True
+    if domain.endswith("integer"):
+        assumptions["integer"] = True
+    return sympy.Symbol(name, **assumptions)
+
+
+def in_domain(value: sympy.Expr, domain: Domain) -> bool:
+    """Whether a solved value lies in the domain (decided exactly where sympy can, else at 30 digits)."""
+    approx = value.evalf(30)
+    real, imag = approx.as_real_imag()
+    if not (real.is_number and imag.is_number) or abs(imag) > 1e-25 * max(1, abs(real)):
+        return False
+    if domain.endswith("integer"):
+        if value.is_Integer is not True and not (value.is_Float is True and real == sympy.Integer(round(real))):
+            return False
+    if domain in ("positive", "positive_integer"):
+        return bool(real > 0)
+    if domain in ("nonnegative", "nonnegative_integer"):
+        return bool(real >= 0)
+    if domain == "negative":
+        return bool(real < 0)
+    return True
+
+
+def solve(residuals: list[sympy.Expr], unknowns: list[Unknown], deadline: float) -> list[dict[str, sympy.Expr]]:
+    """Candidate solutions in the unknowns' domains; a value that is a sympy Float is not exact.
+
+    Raises:
+        FormulaError: The system leaves an unknown free, or cannot be solved in time.
+    """
+    symbols = [u.symbol for u in unknowns]
+    exact_deadline = min(deadline, time.thread_time() + EXACT_SHARE * max(0.0, deadline - time.thread_time()))
+    try:
+        with cpu_bounded(exact_deadline):
+            # One equation goes in alone: sympy returns [] for a list it cannot solve (a quintic, say).
+            found = sympy.solve(residuals[0] if len(residuals) == 1 else residuals, symbols, dict=True)
+        free = [s for sol in found for value in sol.values() for s in value.free_symbols]
+        if free or any(len(sol) < len(symbols) for sol in found):
+            names = ", ".join(
+                sorted({u.name for u in unknowns if any(u.symbol not in sol for sol in found)} | {str(s) for s in free})
+            )
+            raise FormulaError("math", "too few independent equations", f"{names} not determined")
+        candidates = [{u.name: sol[u.symbol] for u in unknowns} for sol in found]
+        if candidates:  # an empty answer is no proof that there is no root: the numeric search decides
+            return [c for c in candidates if all(in_domain(c[u.name], u.domain) for u in unknowns)]
+    except (OutOfTime, NotImplementedError, TypeError, ValueError, ArithmeticError, RecursionError):
+        pass
+    return _numeric(residuals, unknowns, deadline)
+
+
+def _numeric(residuals: list[sympy.Expr], unknowns: list[Unknown], deadline: float) -> list[dict[str, sympy.Expr]]:
+    if len(residuals) != len(unknowns):
+        raise FormulaError(
+            "math",
+            "cannot solve this system",
+            f"{len(residuals)} equations for {len(unknowns)} unknowns, no exact solution",
+        )
+    symbols = [u.symbol for u in unknowns]
+    roots: list[list[mpmath.mpf]] = []
+    try:
+        with cpu_bounded(deadline), mpmath.workdps(NEWTON_DIGITS):
+            jacobian = [[sympy.diff(r, s) for s in symbols] for r in residuals]
+            for start in _starts(unknowns):
+                root = _newton(residuals, jacobian, symbols, start)
+                if root is not None and not any(_same(root, other) for other in roots):
+                    roots.append(root)
+    except OutOfTime:
+        if not roots:
+            raise FormulaError("timeout", "no solution found in the time limit", "") from None
+    found = [{u.name: _recognised(r, residuals, symbols, i) for i, u in enumerate(unknowns)} for r in roots]
+    return [c for c in found if all(in_domain(c[u.name], u.domain) for u in unknowns)]
+
+
+def _starts(unknowns: list[Unknown]) -> list[tuple[float, ...]]:
+    per = [
+        _STARTS.get(u.domain.removesuffix("_integer").replace("nonnegative", "positive"), _STARTS["real"])
+        for u in unknowns
+    ]
+    return list(itertools.islice(itertools.product(*per), MAX_STARTS))
+
+
+def _value(expr: sympy.Expr, subs: dict[sympy.Symbol, sympy.Float]) -> mpmath.mpf | None:
+    value = complex(expr.evalf(NEWTON_DIGITS, subs=subs))
+    if value.imag and abs(value.imag) > 1e-20 * max(1.0, abs(value.real)):
+        return None
+    return mpmath.mpf(str(sympy.Float(expr.evalf(NEWTON_DIGITS, subs=subs).as_real_imag()[0], NEWTON_DIGITS)))
+
+
+def _newton(
+    residuals: list[sympy.Expr], jacobian: list[list[sympy.Expr]], symbols: list[sympy.Symbol], start: tuple[float, ...]
+) -> list[mpmath.mpf] | None:
+    x = [mpmath.mpf(v) for v in start]
+    for _ in range(NEWTON_STEPS):
+        subs = {s: sympy.Float(str(v), NEWTON_DIGITS) for s, v in zip(symbols, x, strict=True)}
+        try:
+            f = [_value(r, subs) for r in residuals]
+            if any(v is None for v in f):
+                return None
+            if max(abs(v) for v in f) < ROOT_TOL * max(1, max(abs(v) for v in x)):
+                return x
+            j = mpmath.matrix([[_value(d, subs) for d in row] for row in jacobian])
+            step = mpmath.lu_solve(j, mpmath.matrix(f))
+        except (ZeroDivisionError, TypeError, ValueError, ArithmeticError):
+            return None
+        x = [xi - step[i] for i, xi in enumerate(x)]
+        if any(not mpmath.isfinite(v) or abs(v) > 1e30 for v in x):
+            return None
+    return None
+
+
+def _same(a: list[mpmath.mpf], b: list[mpmath.mpf]) -> bool:
+    return all(abs(x - y) <= mpmath.mpf(10) ** -20 * max(1, abs(x)) for x, y in zip(a, b, strict=True))
+
+
+def _recognised(root: list[mpmath.mpf], residuals: list[sympy.Expr], symbols: list[sympy.Symbol], i: int) -> sympy.Expr:
+    """The i-th value of a numeric root: a simple closed form where one fits exactly, else a 30-digit float."""
+    value = sympy.Float(str(root[i]), NEWTON_DIGITS)
+    guess = sympy.nsimplify(value, [sympy.pi, sympy.E], tolerance=1e-25)
+    if len(symbols) == 1 and guess.is_number and sympy.count_ops(guess) < 20:
+        if all(r.subs(symbols[0], guess).equals(0) is True for r in residuals):
+            return guess
+    return sympy.Float(value, 30)
