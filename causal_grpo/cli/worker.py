@@ -1,4 +1,7 @@
-"""`causal-grpo worker`: work on the job queue of a PostgreSQL database until stopped (SIGINT/SIGTERM)."""
+"""`causal-grpo worker`: work on the job queue of a PostgreSQL database until stopped (SIGINT/SIGTERM).
+
+A stop signal stops the worker wherever it is, start-up included; its running jobs go back to the queue
+(`causal_grpo.fleet.run_worker`)."""
 
 from __future__ import annotations
 
@@ -28,3 +31,6 @@ def worker(
         asyncio.run(run_worker(db, concurrency=concurrency))
     except CausalGrpoError as exc:
         fail(console, str(exc))
+    except KeyboardInterrupt:  # before the worker's own handlers were in place
+        raise typer.Exit(130) from None
+    console.print("worker stopped")
