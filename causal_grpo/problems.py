@@ -4,7 +4,8 @@ A dataset is a JSONL file (one problem object a line) or a JSON array of problem
 `text` and `answer` (a string or a number; numbers keep the exact text they were written with); `id`, `unit`,
 `domain` and `topic` are optional, other keys are ignored. A missing `id` becomes `<file stem>_<NNN>` from
 the problem's 1-based position. A user's problem is physics when it says `"domain": "physics"` or carries a
-`unit`, else math.
+`unit`, else math. A problem's text is at most `MAX_TEXT_CHARS` characters (the longest shipped one has
+1,895) and its answer at most `MAX_ANSWER_CHARS`; a longer one is refused with its file and line.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ Domain = Literal["math", "physics"]
 Format = Literal["jsonl", "json"]
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_TEXT_CHARS = 20_000  # per problem; ten times the longest shipped problem (1,895 characters)
+MAX_ANSWER_CHARS = 200  # per answer; the longest shipped one has 8 ('3.52e-19')
 
 
 class Problem(BaseModel):
@@ -218,7 +221,8 @@ def _parse_bytes(data: bytes, *, label: str, dataset: str, fmt: Format, domain: 
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise DatasetError(f"{label}: line {line}: not valid UTF-8 (byte {e.start})") from None
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DatasetError(f"{label}: line {line}: not valid UTF-8 (byte {column} of the line)") from None
     if not text.strip():
         raise DatasetError(f"{label}: the file is empty")
     records = _jsonl_records(text, label) if fmt == "jsonl" else _json_records(text, label)
@@ -288,6 +292,9 @@ def _to_problem(record: Any, where: str, *, dataset: str, position: int, domain:
     answer = record["answer"]
     if not isinstance(answer, str):
         raise DatasetError(f"{where}: 'answer' must be a string or a number, got {_type_name(answer)}")
+    for key, limit in (("text", MAX_TEXT_CHARS), ("answer", MAX_ANSWER_CHARS)):
+        if len(record[key]) > limit:
+            raise DatasetError(f"{where}: {key!r} is {len(record[key]):,} characters long; the limit is {limit:,}")
     try:
         parsed = _Record.model_validate({k: record.get(k) for k in _Record.model_fields if k in record})
     except ValidationError as e:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from causal_grpo.errors import CausalGrpoError, DatasetError
-from causal_grpo.problems import dataset_names, list_datasets, load_problems
+from causal_grpo.problems import MAX_ANSWER_CHARS, MAX_TEXT_CHARS, dataset_names, list_datasets, load_problems
 
 
 @pytest.mark.parametrize(
@@ -195,3 +195,34 @@ def test_a_directory_is_not_a_dataset(tmp_path: Path) -> None:
 def test_a_byte_order_mark_is_tolerated(tmp_path: Path) -> None:
     path = _write(tmp_path, "bom.txt", b'\xef\xbb\xbf[{"text": "q", "answer": 1}]')
     assert [p.id for p in load_problems(path)] == ["bom_001"]
+
+
+def test_not_utf8_names_the_byte_within_its_line(tmp_path: Path) -> None:
+    # the bad byte is the 14th of line 2, the 42nd of the file
+    path = _write(tmp_path, "latin.jsonl", b'{"text": "ok", "answer": 1}\n{"text": "caf\xe9", "answer": 2}\n')
+    with pytest.raises(DatasetError, match=r"line 2: not valid UTF-8 \(byte 14 of the line\)$"):
+        load_problems(path)
+
+
+def test_an_absurdly_long_problem_is_refused_with_its_file_and_line(tmp_path: Path) -> None:
+    huge = json.dumps({"text": "x" * (5 * 1024 * 1024), "answer": 1})
+    path = _write(tmp_path, "big.jsonl", '{"text": "fine", "answer": 1}\n' + huge + "\n")
+    with pytest.raises(
+        DatasetError, match=rf"big\.jsonl: line 2: 'text' is 5,242,880 characters long; the limit is {MAX_TEXT_CHARS:,}"
+    ):
+        load_problems(path)
+    # at the limit it is a problem like any other
+    path = _write(tmp_path, "edge.jsonl", json.dumps({"text": "y" * MAX_TEXT_CHARS, "answer": 1}) + "\n")
+    assert len(load_problems(path)[0].text) == MAX_TEXT_CHARS
+
+
+def test_an_absurdly_long_answer_is_refused_with_its_file_and_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "answers.json", json.dumps([{"text": "t", "answer": "9" * (MAX_ANSWER_CHARS + 1)}]))
+    with pytest.raises(DatasetError, match=r"answers\.json: item \[0\]: 'answer' is 201 characters long"):
+        load_problems(path)
+
+
+def test_every_shipped_problem_is_within_the_limits() -> None:
+    problems = load_problems("full")
+    assert max(len(p.text) for p in problems) < 2000 < MAX_TEXT_CHARS
+    assert max(len(p.answer) for p in problems) <= MAX_ANSWER_CHARS
