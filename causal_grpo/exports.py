@@ -11,21 +11,61 @@ rewriting the file (the problem's finished thread is exported again).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from causal_grpo.rewards import group_std
 
+TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
+
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write a file so readers see the old or the new content, never a mix."""
+    """Write a file so readers see the old or the new content, never a mix.
+
+    The text goes to `.<name>.<pid>.tmp` beside it, then is renamed over it; a failed write removes its
+    temporary, and one a killed process left is removed by the next `remove_stale_temporaries`.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # someone else's process, or not ours to judge: leave its file alone
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporaries of `atomic_write` that a process killed between write and rename left in a
+    folder (those whose process is gone); the ones removed."""
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        match = TEMPORARY.match(path.name)
+        if match and path.is_file() and not _alive(int(match["pid"])):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 Key = tuple[int, str]
@@ -143,6 +183,7 @@ class Exporter:
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
+        remove_stale_temporaries(run_dir)
         self._keys: dict[str, set[Key] | None] = {}
         self._banks: dict[str, list[dict[str, Any]]] = {}
 

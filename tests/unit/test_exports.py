@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
-from causal_grpo.exports import Exporter
+import pytest
+
+from causal_grpo.exports import Exporter, atomic_write
 
 
 def state(problem_id: str, answer: str = "1") -> dict:
@@ -73,3 +80,34 @@ def test_a_bank_file_is_rewritten_only_when_its_records_change(tmp_path):
     exporter.bank("critic", [{**records[0], "usage_count": 2}])
     assert path.stat().st_ino != inode
     assert json.loads(path.read_text())[0]["usage_count"] == 2
+
+
+def test_a_temporary_left_by_a_killed_writer_is_removed_when_the_next_run_opens_the_folder(tmp_path):
+    # A process SIGKILLed between writing `.<name>.<pid>.tmp` and renaming it over the file.
+    code = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from causal_grpo.exports import atomic_write\n"
+        "os.replace = lambda src, dst: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "atomic_write(Path(sys.argv[1]) / 'shared_experiences.json', '[]')\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True)
+    assert killed.returncode == -signal.SIGKILL
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and re.fullmatch(r"\.shared_experiences\.json\.\d+\.tmp", left[0])
+    (tmp_path / "notes.tmp").write_text("not ours")
+    mine = tmp_path / f".result.json.{os.getpid()}.tmp"  # a live process's write in progress
+    mine.write_text("{}")
+
+    Exporter(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mine.name, "notes.tmp"])
+
+
+def test_a_failed_write_leaves_no_temporary(tmp_path, monkeypatch):
+    def disk_full(*_args):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        atomic_write(tmp_path / "result.json", "{}")
+    assert list(tmp_path.iterdir()) == []
