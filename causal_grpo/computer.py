@@ -364,9 +364,13 @@ class _Run:
         for u in unknowns:
             self.quantities[u] = Quantity(symbol_for(u, self.nodes[u].domain), units.parse_unit(self.nodes[u].unit))
         residuals: list[sympy.Expr] = []
+        # Only what the equations use is built over the unknowns' symbols; the rest waits for their values.
+        feeding = set().union(*(ancestors(e, self.result.parents) for e in equations))
         for node_id in block:
             node = self.nodes[node_id]
-            if node.kind in ("unknown", "check") or self.blocked(node_id):
+            if node.kind in ("unknown", "check") or (node.kind == "derived" and node_id not in feeding):
+                continue
+            if self.blocked(node_id):
                 continue
             if node.kind == "equation":
                 self.attempt(node_id, lambda n=node_id: residuals.append(self.residual(n)))
@@ -523,6 +527,18 @@ class _Run:
 
 
 _MODES: dict[str, Mode] = {"given": "value", "derived": "value", "equation": "equation", "check": "condition"}
+
+
+def ancestors(node: str, parents: dict[str, list[str]]) -> set[str]:
+    """Every node `node` depends on through `parents` (cycles allowed)."""
+    seen: set[str] = set()
+    stack = [node]
+    while stack:
+        for parent in parents.get(stack.pop(), []):
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return seen
 
 
 def _short(text: str) -> str:

@@ -38,7 +38,7 @@ from math_verify import LatexExtractionConfig, parse, verify
 from pydantic import BaseModel, Field
 
 from causal_grpo import units
-from causal_grpo.computer import Answer, Computation
+from causal_grpo.computer import Answer, Computation, ancestors
 from causal_grpo.errors import shorten_numbers
 from causal_grpo.problems import Problem
 from causal_grpo.scaffold import Scaffold
@@ -270,17 +270,6 @@ def typed_in(scaffold: Scaffold, computation: Computation) -> list[str]:
     return [n.id for n in scaffold.nodes if n.kind == "derived" and n.id in edges and not edges[n.id]]
 
 
-def _ancestors(node: str, parents: dict[str, list[str]]) -> set[str]:
-    seen: set[str] = set()
-    stack = [node]
-    while stack:
-        for parent in parents.get(stack.pop(), []):
-            if parent not in seen:
-                seen.add(parent)
-                stack.append(parent)
-    return seen
-
-
 def graph_reward(scaffold: Scaffold | None, computation: Computation) -> RewardPart:
     """Score the graph's structure from its deterministic components (`GRAPH_WEIGHTS`)."""
     kinds = {e.kind for e in computation.errors}
@@ -291,7 +280,7 @@ def graph_reward(scaffold: Scaffold | None, computation: Computation) -> RewardP
     ids = [node.id for node in scaffold.nodes if node.kind != "check"]
     valued = [node.id for node in scaffold.nodes if node.is_quantity]
     target = scaffold.node(scaffold.target)
-    feeding = _ancestors(scaffold.target, inputs(computation)) if target else set()
+    feeding = ancestors(scaffold.target, inputs(computation)) if target else set()
     given_ids = {node.id for node in scaffold.nodes if node.kind == "given"}
     reachable = target is not None and target.kind in ("derived", "unknown") and bool(feeding & given_ids)
     dead = [i for i in dict.fromkeys(ids) if i not in feeding and (target is None or i != target.id)]

@@ -25,10 +25,8 @@ class Node(BaseModel):
 
     id: NodeId
     kind: Kind = Field(
-        description="'given': a constant read from the problem (set `value`). "
-        "'derived': computed from other nodes (set `formula`). "
-        "'unknown': a quantity the equations determine (set `domain`, no value or formula). "
-        "'equation': `formula` is 'lhs == rhs'. 'check': `formula` is a condition that must hold."
+        description="given: a value from the problem; derived: a formula over nodes; unknown: solved for by the "
+        "equations; equation: formula 'lhs == rhs'; check: a condition that must hold."
     )
     value: str | None = Field(
         default=None,
@@ -43,7 +41,7 @@ class Node(BaseModel):
     unit: str = Field(
         default="", max_length=64, description="Unit in pint syntax, e.g. 'm/s^2'; empty = dimensionless."
     )
-    domain: Domain = Field(default="real", description="For unknowns: where the solution lies.")
+    domain: Domain = Field(default="real", description="An unknown's domain.")
     description: str = Field(default="", max_length=300, description="What this quantity is.")
 
     @field_validator("value", "formula", mode="before")
@@ -86,7 +84,7 @@ class Scaffold(BaseModel):
     analysis: str = Field(
         default="",
         max_length=MAX_ANALYSIS_CHARS,
-        description="Think here first: the approach, the relations, the casework; then write the graph.",
+        description="Reason here first, then write the graph.",
     )
     problem_type: str = Field(
         default="general",
