@@ -4,36 +4,90 @@ A batch's problems run concurrently up to the `learn` node, reading the banks as
 the batch started; then their bank updates are applied one problem at a time in dataset order.
 That barrier makes a run reproducible for a given simulator seed whatever the timing, and it is
 the same order a fleet of workers applies (issue 7). Every problem is its own thread
-(`<run>:<epoch>:<problem id>`): a finished thread is skipped without a model call, an interrupted
-one resumes from its last checkpoint.
+(`<run>:<epoch>:<problem id>`): a finished thread (one that reached its end: no task pending) is
+reported without a model call, an interrupted one resumes from its last checkpoint.
+
+"Finished" is never "has no next node": a thread killed right after its input checkpoint and its
+`__start__` task's writes were saved has `StateSnapshot.next == ()` (LangGraph leaves out tasks that
+already have writes) and still has every node to run (`thread_phase`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from causal_grpo.graphs.training import build_training_graph
 from causal_grpo.memory.bank import ExperienceBank
 from causal_grpo.memory.results import ProblemRecord, Results, RolloutRecord, open_results
 from causal_grpo.memory.schemas import BANKS, Experience
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.store.base import BaseStore
+from langgraph.store.base import BaseStore, GetOp, PutOp
+from langgraph.types import StateSnapshot
 from pydantic import BaseModel, Field
 
 from causal_grpo.context import Context
 from causal_grpo.errors import CausalGrpoError
 from causal_grpo.exports import Exporter
 from causal_grpo.limiter import problem_rank
-from causal_grpo.llm import ModelAccessError, Usage, close_clients
+from causal_grpo.llm import ModelAccessError, Usage, close_clients, fault_counts, fault_delta
 from causal_grpo.problems import Problem
+
+# Per thread id: the bank sizes after the problem's batch, as the run first saw them.
+BANK_SIZES = ("causal_grpo", "bank_sizes")
 
 
 class StageError(CausalGrpoError):
     """The critic stage was asked to fuse rollouts that were never stored."""
+
+
+Phase = Literal["new", "finished", "learn", "running"]
+
+
+def thread_phase(snapshot: StateSnapshot) -> Phase:
+    """Where a problem's thread stands: never started, finished (reached its end), stopped at `learn`, or mid-way.
+
+    A thread is finished only when it has a checkpoint and no task is pending. `snapshot.next` cannot tell:
+    it leaves out tasks whose writes were saved, so a thread killed right after its `__start__` task's writes
+    (or after every task of a step wrote, before the step's checkpoint) has no next node but work to do.
+    """
+    if snapshot.created_at is None and not snapshot.values:
+        return "new"
+    names = {task.name for task in snapshot.tasks}
+    if not names:
+        return "finished"
+    return "learn" if names == {"learn"} else "running"
+
+
+def usage_of_state(state: Mapping[str, Any]) -> Usage:
+    """The model usage recorded in a (partial) problem state: its rollouts, fused results and extractions."""
+    usage = Usage()
+    for r in [*(state.get("rollouts") or []), *(state.get("fused") or [])]:
+        usage = usage + Usage.model_validate(r.get("usage") or {})
+    for e in state.get("extractions") or []:
+        usage = usage + Usage.model_validate(e.get("usage") or {})
+    return usage
+
+
+def recorded_usage(snapshot: StateSnapshot) -> Usage:
+    """Usage a thread holds so far: its state's, plus that of tasks whose writes were saved but not yet applied."""
+    usage = usage_of_state(snapshot.values or {})
+    for task in snapshot.tasks:
+        if isinstance(task.result, Mapping):
+            usage = usage + usage_of_state(task.result)
+    return usage
+
+
+def usage_minus(a: Usage, b: Usage) -> Usage:
+    """`a - b`, field by field."""
+    return Usage(
+        prompt_tokens=a.prompt_tokens - b.prompt_tokens,
+        completion_tokens=a.completion_tokens - b.completion_tokens,
+        calls=a.calls - b.calls,
+    )
 
 
 class ProblemOutcome(BaseModel):
@@ -42,18 +96,19 @@ class ProblemOutcome(BaseModel):
     id: str
     epoch: int
     dataset: str
-    status: str  # "done", "skipped" (finished earlier), "failed"
+    status: str  # "done" (finished by this start), "earlier" (finished by an earlier start), "failed"
     final_answer: str | None = None
     final_correct: bool = False
     accuracy: dict[str, float] = Field(default_factory=dict)  # per agent: share of correct rollouts
     rollouts: list[dict[str, Any]] = Field(
         default_factory=list
     )  # verdicts for progress: agent, index, correct, r_total
-    usage: Usage = Usage()
+    usage: Usage = Usage()  # recorded in the problem's thread, over every start of the run
+    usage_this_start: Usage = Usage()  # the share of `usage` this start recorded (zero when finished earlier)
     rescues: int = 0  # fused right where most of its proposals were wrong
     losses: int = 0  # fused wrong where one of its proposals was right
     error: str | None = None
-    bank_sizes: dict[str, int] = Field(default_factory=dict)
+    bank_sizes: dict[str, int] = Field(default_factory=dict)  # live experiences after the problem's batch
 
 
 class TrainingResult(BaseModel):
@@ -63,8 +118,10 @@ class TrainingResult(BaseModel):
     model: str
     run_dir: str | None = None
     problems: list[ProblemOutcome] = Field(default_factory=list)
-    usage: Usage = Usage()
+    usage: Usage = Usage()  # every finished problem's, over every start of the run
+    usage_this_start: Usage = Usage()  # the share of `usage` this start recorded
     bank_sizes: dict[str, int] = Field(default_factory=dict)
+    faults: dict[str, Any] = Field(default_factory=dict)  # this start's, as `llm.fault_counts` counts them
     seconds: float = 0.0
 
     @property
@@ -109,7 +166,7 @@ def record_results(db: Results, run: str, finished: list[tuple[ProblemOutcome, d
             epoch=outcome.epoch,
             problem_id=state["problem"]["id"],
             dataset=outcome.dataset,
-            status="done" if outcome.status == "skipped" else outcome.status,
+            status="done" if outcome.status == "earlier" else outcome.status,
             group_accuracy=outcome.accuracy,
             final_answer=outcome.final_answer,
             correct=outcome.final_correct,
@@ -129,12 +186,8 @@ def outcome_of(state: dict[str, Any], epoch: int, status: str) -> ProblemOutcome
     problem = state["problem"]
     everything = [*state.get("rollouts", []), *state.get("fused", [])]
     accuracy: dict[str, list[bool]] = {}
-    usage = Usage()
     for r in everything:
         accuracy.setdefault(r["agent"], []).append(r["correct"])
-        usage = usage + Usage.model_validate(r["usage"])
-    for e in state.get("extractions", []):
-        usage = usage + Usage.model_validate(e.get("usage") or {})
     rescues = losses = 0
     for fused in state.get("fused", []):
         proposals = [r["correct"] for r in state.get("rollouts", []) if r["generator"] == fused["generator"]]
@@ -152,7 +205,7 @@ def outcome_of(state: dict[str, Any], epoch: int, status: str) -> ProblemOutcome
             {"agent": r["agent"], "index": r["index"], "correct": r["correct"], "r_total": r["r_total"]}
             for r in everything
         ],
-        usage=usage,
+        usage=usage_of_state(state),
         rescues=rescues,
         losses=losses,
     )
@@ -190,7 +243,7 @@ class Driver:
         payload: dict[str, Any] = {"problem": problem.model_dump(mode="json"), "epoch": epoch}
         if self.context.stage == "critic":
             stored = await self.graph.aget_state(self._config(epoch, problem, "generators"))
-            if not stored.values or stored.next:
+            if thread_phase(stored) != "finished":
                 raise StageError(f"{problem.id}: no finished generators stage in run {self.context.run!r} to fuse")
             payload["rollouts"] = stored.values["rollouts"]
         return payload
@@ -199,12 +252,12 @@ class Driver:
         """Run a problem up to its bank update; 'finished' if it was done before, else 'ready'."""
         problem_rank.set(rank)  # this task's model calls queue behind the batch's earlier problems
         config = self._config(epoch, problem)
-        snapshot = await self.graph.aget_state(config)
-        if snapshot.values and not snapshot.next:
+        phase = thread_phase(await self.graph.aget_state(config))
+        if phase == "finished":
             return "finished"
-        if snapshot.next == ("learn",):
+        if phase == "learn":
             return "ready"
-        payload = None if snapshot.next else await self._first_input(epoch, problem)
+        payload = await self._first_input(epoch, problem) if phase == "new" else None
         await self.graph.ainvoke(payload, config, context=self.context, interrupt_before=["learn"])
         return "ready"
 
@@ -236,6 +289,7 @@ class Driver:
     async def run(self, problems: list[Problem], *, epochs: int = 1, batch_size: int = 4) -> TrainingResult:
         """Train over the problems for some epochs; the banks carry over from epoch to epoch."""
         started = time.monotonic()
+        faults_before = fault_counts(self.context.run)
         result = TrainingResult(run=self.context.run, model=self.context.model, run_dir=str(self.run_dir or ""))
         try:
             await self._epochs(problems, result, epochs=epochs, batch_size=batch_size)
@@ -244,6 +298,7 @@ class Driver:
                 self.results.close()
             await close_clients()
         result.bank_sizes = await self.bank_sizes()
+        result.faults = fault_delta(fault_counts(self.context.run), faults_before)
         result.seconds = round(time.monotonic() - started, 3)
         return result
 
@@ -251,19 +306,51 @@ class Driver:
         for epoch in range(1, epochs + 1):
             for start in range(0, len(problems), batch_size):
                 batch = problems[start : start + batch_size]
+                before = await self._recorded(epoch, batch)
                 phases = await self.until_learn_batch(epoch, batch)
                 finished = await self._finish(epoch, batch, phases)
                 banks = await self._banks()
                 if self.exporter is not None or self.results is not None:
                     done = [(o, s) for o, s in finished if s is not None]
                     await asyncio.to_thread(self._write, epoch, done, banks)
-                sizes = {b: len(records) for b, records in banks.items()}
-                for outcome, _ in finished:
-                    outcome.bank_sizes = sizes
-                    result.problems.append(outcome)
-                    if outcome.status == "done":  # a skipped problem's calls were made by an earlier run
+                sizes = await self._batch_sizes(epoch, [o for o, _ in finished], banks)
+                for (outcome, _), had in zip(finished, before, strict=True):
+                    outcome.bank_sizes = sizes.get(outcome.id, {})
+                    if outcome.status == "done":
+                        outcome.usage_this_start = usage_minus(outcome.usage, had)
+                    if outcome.status != "failed":
                         result.usage = result.usage + outcome.usage
+                        result.usage_this_start = result.usage_this_start + outcome.usage_this_start
+                    result.problems.append(outcome)
                     self.on_problem(outcome)
+
+    async def _recorded(self, epoch: int, batch: list[Problem]) -> list[Usage]:
+        """The usage each problem's thread held before this start worked on it (so this start's share is known)."""
+        snapshots = await asyncio.gather(*(self.graph.aget_state(self._config(epoch, p)) for p in batch))
+        return [recorded_usage(s) for s in snapshots]
+
+    async def _batch_sizes(
+        self, epoch: int, outcomes: list[ProblemOutcome], banks: dict[str, list[Experience]]
+    ) -> dict[str, dict[str, int]]:
+        """Per problem: the bank sizes after its batch, as first seen after the batch and kept in the store.
+
+        A start that finds a problem finished earlier reports the sizes kept then, not today's banks. They are
+        kept before the next batch starts, so a kill in between leaves the banks still as the batch left them.
+        """
+        now = {b: len(records) for b, records in banks.items()}
+        keys = [thread_id(self.context.run, epoch, o.id, self.context.stage) for o in outcomes]
+        kept = await self.store.abatch([GetOp(BANK_SIZES, key) for key in keys])
+        sizes: dict[str, dict[str, int]] = {}
+        missing: list[PutOp] = []
+        for outcome, key, item in zip(outcomes, keys, kept, strict=True):
+            if outcome.status == "failed":
+                continue
+            if item is None:
+                missing.append(PutOp(BANK_SIZES, key, dict(now), index=False))
+            sizes[outcome.id] = dict(item.value) if item is not None else dict(now)
+        if missing:
+            await self.store.abatch(missing)
+        return sizes
 
     async def _finish(
         self, epoch: int, batch: list[Problem], phases: list[str | BaseException]
@@ -280,7 +367,7 @@ class Driver:
         for problem, phase in zip(batch, phases, strict=True):
             if isinstance(phase, str):
                 state = next(states)
-                finished.append((outcome_of(state, epoch, "skipped" if phase == "finished" else "done"), state))
+                finished.append((outcome_of(state, epoch, "earlier" if phase == "finished" else "done"), state))
             else:
                 error = _one_line(phase)
                 failed = ProblemOutcome(

@@ -111,7 +111,7 @@ async def test_a_fleet_run_with_its_local_worker_exports_what_the_in_process_run
 
     requests, jobs = simulator.stats()["requests"], len(_jobs(db))
     again = await atrain(problems, context=ctx, home=tmp_path / "fleet", db=db, batch_size=2)
-    assert [p.status for p in again.problems] == ["skipped"] * 4
+    assert [p.status for p in again.problems] == ["earlier"] * 4
     assert simulator.stats()["requests"] == requests and len(_jobs(db)) == jobs  # finished: nothing queued
 
 

@@ -107,11 +107,13 @@ async def test_a_failed_export_stops_the_run(sim_context, store, checkpointer, t
 
 async def test_a_finished_run_costs_no_model_call(sim_context, store, checkpointer, simulator):
     problems = load_problems("aime2025", 2)
-    await atrain(problems, context=sim_context, store=store, checkpointer=checkpointer)
+    first = await atrain(problems, context=sim_context, store=store, checkpointer=checkpointer)
     before = simulator.stats()["requests"]
     again = await atrain(problems, context=sim_context, store=store, checkpointer=checkpointer)
-    assert [p.status for p in again.problems] == ["skipped", "skipped"]
-    assert again.usage.calls == 0
+    assert [p.status for p in again.problems] == ["earlier", "earlier"]
+    # the whole run's usage, none of it this start's
+    assert again.usage == first.usage == first.usage_this_start and again.usage.calls > 0
+    assert again.usage_this_start.calls == 0
     assert simulator.stats()["requests"] == before
 
 
@@ -125,7 +127,7 @@ async def test_a_crash_resumes_without_redoing_rollouts_or_updates(
     scaffolds_before = scaffold_requests(simulator)
 
     second = await atrain(problems, context=sim_context, store=store, checkpointer=checkpointer, batch_size=2)
-    assert all(p.status in {"done", "skipped"} for p in second.problems)
+    assert all(p.status in {"done", "earlier"} for p in second.problems)
     # Finished rollouts were checkpointed: the resume asked for no new scaffold.
     assert scaffold_requests(simulator) == scaffolds_before
 
@@ -184,7 +186,7 @@ async def test_the_critic_stage_fuses_stored_rollouts_and_resumes_after_a_crash(
     crashed = await atrain(problems, context=critic, store=store, checkpointer=checkpointer)
     assert "failed" in [p.status for p in crashed.problems]
     resumed = await atrain(problems, context=critic, store=store, checkpointer=checkpointer)
-    assert all(p.status in {"done", "skipped"} for p in resumed.problems)
+    assert all(p.status in {"done", "earlier"} for p in resumed.problems)
     assert all("critic" in p.accuracy for p in resumed.problems)
     # The critic stage regenerated nothing: every scaffold request came from the generators stage.
     assert scaffold_requests(simulator) == scaffolds
