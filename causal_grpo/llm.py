@@ -7,6 +7,11 @@ not retried), else backs off exponentially, 0.5 s doubling to at most 8 s, minus
 (`_calculate_retry_timeout`). Nothing had to be added; what still fails afterwards becomes
 `TransientModelError`, which the graph's RetryPolicy may retry at the node level.
 
+Faults are counted per run in this process (`fault_counts`): each attempt the SDK retried, by its cause
+(`429`, `500`..., `timeout`, `drop`), each call that still failed after the retries, each re-ask after
+invalid output, and each structured call left without a valid value (an invalid rollout, fusion, judgement
+or extraction). With `--verbose` each retry is logged with its cause.
+
 The API key is read here alone, from the env var `Context.api_key_env` names, handed to ChatOpenAI
 as a SecretStr, and scrubbed from every message we build; it never enters a Context, log or error.
 """
@@ -22,7 +27,9 @@ import ssl
 import threading
 import time
 import weakref
-from dataclasses import dataclass, replace
+from collections import Counter
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from functools import cache, lru_cache
 from typing import Any, Generic, Literal, TypeVar, cast
 
@@ -37,8 +44,10 @@ from causal_grpo.errors import CausalGrpoError
 from causal_grpo.limiter import PriorityLimiter, problem_rank
 
 try:  # openai >= 3 sends through httpx2, earlier releases through httpx
+    import httpx2 as _http
     from httpx2 import create_ssl_context
 except ImportError:  # pragma: no cover
+    import httpx as _http  # type: ignore[no-redef]
     from httpx import create_ssl_context
 
 log = logging.getLogger("causal_grpo.llm")
@@ -163,6 +172,65 @@ class _Rejected(Exception):
         self.reason = reason
 
 
+@dataclass
+class _Faults:
+    """One run's fault counters in this process."""
+
+    retries: Counter[str] = field(default_factory=Counter)  # attempts retried by the SDK, by cause
+    failed: Counter[str] = field(default_factory=Counter)  # calls still failing after the SDK's retries
+    reasks: int = 0  # re-asks after invalid output
+    invalid: Counter[str] = field(default_factory=Counter)  # structured calls left invalid, by agent
+
+
+@dataclass
+class _Attempts:
+    """One model call's attempts as its HTTP client sees them: the cause of the last failed one, if any."""
+
+    failure: str | None = None
+
+
+_faults: dict[str, _Faults] = {}
+_faults_lock = threading.Lock()
+_attempts: ContextVar[_Attempts | None] = ContextVar("causal_grpo_attempts", default=None)
+RETRIED_STATUSES = frozenset({408, 409, 429})
+
+
+def _faults_of(run: str) -> _Faults:
+    with _faults_lock:
+        return _faults.setdefault(run, _Faults())
+
+
+def fault_counts(run: str) -> dict[str, Any]:
+    """A run's fault counters in this process so far, as plain data (see the module docstring)."""
+    f = _faults_of(run)
+    with _faults_lock:
+        return {
+            "retries": dict(sorted(f.retries.items())),
+            "failed_calls": dict(sorted(f.failed.items())),
+            "reasks": f.reasks,
+            "invalid_output": dict(sorted(f.invalid.items())),
+        }
+
+
+def fault_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """What `fault_counts` grew by between two readings, with the rollouts left invalid by malformed output."""
+    out: dict[str, Any] = {}
+    for key, value in after.items():
+        if isinstance(value, dict):
+            grown = {k: v - before.get(key, {}).get(k, 0) for k, v in value.items()}
+            out[key] = {k: v for k, v in grown.items() if v}
+        else:
+            out[key] = value - before.get(key, 0)
+    out["retried_calls"] = sum(out["retries"].values())
+    invalid = out["invalid_output"]
+    out["invalid_rollouts"] = invalid.get("generator", 0) + invalid.get("critic", 0)
+    return out
+
+
+def _cause(exc: BaseException) -> str:
+    return "timeout" if isinstance(exc, _http.TimeoutException) else "drop"
+
+
 # Process-wide memory of the structured mode each (base_url, model) supports.
 _detected_modes: dict[tuple[str | None, str], Mode] = {}
 # Per event loop: one semaphore per (run, concurrency) and one detection lock per endpoint.
@@ -253,15 +321,41 @@ class _SlotHttpClient(openai.DefaultAsyncHttpxClient):
     retries take a slot per attempt and wait out their backoff without one.
     """
 
-    def __init__(self, limiter: PriorityLimiter, agent_priority: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        limiter: PriorityLimiter,
+        agent_priority: int,
+        *,
+        faults: _Faults | None = None,
+        label: str = "model",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._slots = limiter
         self._agent_priority = agent_priority
+        self._faults = faults if faults is not None else _Faults()
+        self._label = label
 
     async def send(self, request: Any, **kwargs: Any) -> Any:
-        """Send once a slot is free; a non-streamed body is read before the slot is given back."""
-        async with self._slots.slot((self._agent_priority, problem_rank.get())):
-            response = await super().send(request, **kwargs)
+        """Send once a slot is free; a non-streamed body is read before the slot is given back.
+
+        A call's attempt that follows a failed one is the SDK's retry of it: counted here by the failure's cause.
+        """
+        attempts = _attempts.get()
+        if attempts is not None and attempts.failure is not None:
+            with _faults_lock:
+                self._faults.retries[attempts.failure] += 1
+            log.info("%s: retrying after %s", self._label, attempts.failure)
+            attempts.failure = None
+        try:
+            async with self._slots.slot((self._agent_priority, problem_rank.get())):
+                response = await super().send(request, **kwargs)
+        except _http.TransportError as exc:
+            if attempts is not None:
+                attempts.failure = _cause(exc)
+            raise
+        if attempts is not None and (response.status_code in RETRIED_STATUSES or response.status_code >= 500):
+            attempts.failure = str(response.status_code)
         # let the waiter the slot went to put its request on the wire before this reply is parsed
         await asyncio.sleep(0)
         return response
@@ -416,7 +510,11 @@ class ModelClient:
         return chat
 
     def _http_client(self) -> _SlotHttpClient:
-        return _SlotHttpClient(self._limiter(), PRIORITY[self._settings.agent], verify=_ssl_context())
+        label = f"{self._settings.agent} at {self.endpoint.describe()}"
+        faults = _faults_of(self._settings.run)
+        return _SlotHttpClient(
+            self._limiter(), PRIORITY[self._settings.agent], faults=faults, label=label, verify=_ssl_context()
+        )
 
     async def aclose(self) -> None:
         """Close this loop's HTTP connections.
@@ -456,11 +554,17 @@ class ModelClient:
         reply: _Reply | None = None
         reason = "no attempt made"
         attempts = 0
+        faults = _faults_of(self._settings.run)
+        rejected_request = False
         for attempts in range(1, self._settings.max_reasks + 2):
+            if attempts > 1:
+                with _faults_lock:
+                    faults.reasks += 1
             try:
                 reply = await self._ask(schema, conversation, temperature)
             except _Rejected as rejected:
                 reason = rejected.reason
+                rejected_request = True
                 break
             usage += reply.usage
             value, error = (
@@ -477,6 +581,9 @@ class ModelClient:
                 reason,
             )
             conversation = [*conversation, HumanMessage(REASK.format(reason=reason, name=schema.__name__))]
+        if not rejected_request:
+            with _faults_lock:
+                faults.invalid[self._settings.agent] += 1
         mode = reply.mode if reply else self.mode
         raw = reply.text if reply else None
         return StructuredResult(None, reason, usage, attempts, mode, raw, self._since(started))
@@ -537,17 +644,26 @@ class ModelClient:
         if self._settings.verbose:
             log.info("%s %s request:\n%s", self._settings.agent, mode, self._render(messages))
         failure: Exception | None = None
+        attempts = _Attempts()
+        token = _attempts.set(attempts)
         try:
             # the limiter's slot is taken by the HTTP client around the request itself (`_SlotHttpClient`)
             message = await self._chat().ainvoke(messages, **kwargs)
         except openai.APIError as exc:
             failure = self._classify(exc)
+            if isinstance(failure, TransientModelError):
+                faults = _faults_of(self._settings.run)
+                with _faults_lock:
+                    faults.failed[attempts.failure or str(failure.status or "error")] += 1
+                log.info("%s: %s", self._settings.agent, failure)
         except (ValueError, KeyError, TypeError) as exc:
             # A malformed body from the server (not the model's text): an invalid reply, re-asked.
             problem = f"malformed response from the server ({type(exc).__name__})"
             reply = _Reply(mode, None, None, Usage(calls=1), structured=False, problem=problem)
         else:
             reply = self._reply(mode, message)
+        finally:
+            _attempts.reset(token)
         if failure is not None:
             # Raised outside the except block so no openai exception rides along as __context__.
             raise failure

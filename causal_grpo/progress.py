@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -16,6 +18,26 @@ from causal_grpo.graphs.driver import ProblemOutcome
 from causal_grpo.llm import Usage
 
 BANK_LABELS = {"shared": "S", "generator_1": "G1", "generator_2": "G2", "generator_3": "G3", "critic": "C"}
+
+
+def fault_summary(faults: dict[str, Any]) -> str | None:
+    """The faults a run met, in one phrase (None when there were none): retried calls by cause, calls that
+    still failed, re-asks after invalid output, and rollouts left invalid by malformed output."""
+    parts = []
+    if retries := faults.get("retries"):
+        causes = ", ".join(f"{cause}: {n}" for cause, n in retries.items())
+        parts.append(f"{sum(retries.values())} call(s) retried ({causes})")
+    if failed := faults.get("failed_calls"):
+        causes = ", ".join(f"{cause}: {n}" for cause, n in failed.items())
+        parts.append(f"{sum(failed.values())} call(s) still failing after retries ({causes})")
+    if reasks := faults.get("reasks"):
+        parts.append(f"{reasks} re-ask(s) after invalid output")
+    if invalid := faults.get("invalid_rollouts"):
+        parts.append(f"{invalid} rollout(s) left invalid by malformed output")
+    other = {a: n for a, n in (faults.get("invalid_output") or {}).items() if a not in ("generator", "critic")}
+    if other:
+        parts.append("invalid output left by " + ", ".join(f"{a}: {n}" for a, n in other.items()))
+    return "; ".join(parts) or None
 
 
 def verdicts(outcome: ProblemOutcome) -> str:
@@ -86,10 +108,10 @@ class ProgressReporter:
         else:
             final = "[green]✓[/]" if outcome.final_correct else "[red]✗[/]"
             banks = " ".join(f"{BANK_LABELS[b]}:{n}" for b, n in outcome.bank_sizes.items())
-            skipped = " (finished earlier)" if outcome.status == "skipped" else ""
+            earlier = " (finished earlier)" if outcome.status == "earlier" else ""
             fusion = f"  rescues {outcome.rescues} losses {outcome.losses}" if "critic" in outcome.accuracy else ""
             answer = f"final {final} {outcome.final_answer}"
-            line = f"{outcome.id}{skipped}  {verdicts(outcome)}{fusion}  {answer}  banks {banks}"
+            line = f"{outcome.id}{earlier}  {verdicts(outcome)}{fusion}  {answer}  banks {banks}"
         self.console.print(line, highlight=False)
         if self.progress:
             self.progress.update(self.task, advance=1, stats=self.stats())

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from causal_grpo.context import Context
+if TYPE_CHECKING:  # the command line starts without the library's heavy imports
+    from causal_grpo.context import Context
 
 HOME_OPTION = Annotated[
     Path, typer.Option(envvar="CAUSAL_GRPO_HOME", help="Folder holding runs (state, results, exports).")
@@ -55,7 +57,20 @@ class Split(StrEnum):
     test = "test"
 
 
+def error_console() -> Console:
+    """Standard error, never wrapped: a message stays one line whatever the width (a pipe's is 80)."""
+    return Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+def one_line(message: str) -> str:
+    """A message on one line: its lines joined by spaces."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
+
+
 def fail(console: Console, message: str, code: int = 1) -> NoReturn:
-    """Print one line, no traceback, and exit."""
-    console.print(f"[red]error:[/] {message}", highlight=False)
+    """Print one line to standard error (never wrapped), no traceback, and exit.
+
+    `console` is the command's own (standard output); errors never go there.
+    """
+    error_console().print(f"[red]error:[/] {escape(one_line(message))}")
     raise typer.Exit(code)

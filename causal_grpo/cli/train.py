@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -12,13 +14,36 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from causal_grpo.api import atrain, run_dir
-from causal_grpo.cli.common import DB_OPTION, HOME_OPTION, Split, fail, model_line, parse_generators
+from causal_grpo.cli.common import (
+    DB_OPTION,
+    HOME_OPTION,
+    Split,
+    error_console,
+    fail,
+    model_line,
+    parse_generators,
+)
 from causal_grpo.errors import CausalGrpoError
-from causal_grpo.exports import atomic_write
 from causal_grpo.problems import load_problems
-from causal_grpo.progress import ProgressReporter
-from causal_grpo.settings import resolve_context
+
+
+@contextmanager
+def _logs(verbose: bool) -> Iterator[None]:
+    """With --verbose: the `causal_grpo` loggers (prompts, replies, each retry with its cause) to stderr."""
+    if not verbose:
+        yield
+        return
+    logger = logging.getLogger("causal_grpo")
+    handler = RichHandler(console=error_console(), show_path=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def train(
@@ -58,13 +83,16 @@ def train(
     ] = None,
     local_worker: Annotated[bool, typer.Option(help="In a fleet run, also work in this process.")] = True,
     config: Annotated[Path | None, typer.Option(help="Optional config file (JSON or TOML).")] = None,
-    verbose: Annotated[bool, typer.Option(help="Log prompts and responses.")] = False,
+    verbose: Annotated[bool, typer.Option(help="Log prompts, responses and each retry with its cause.")] = False,
 ) -> None:
     """Train: generators -> compute -> evaluate -> extract -> fuse, one checkpointed thread per problem."""
-    console = Console()
-    if verbose:
-        # Prompts and responses go through the `causal_grpo.llm` logger; the key never does.
-        logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console)])
+    # the library (LangGraph, LangChain, the model client) loads only when a run starts, not for `--help`
+    from causal_grpo.api import atrain, run_dir
+    from causal_grpo.exports import atomic_write
+    from causal_grpo.progress import ProgressReporter, fault_summary
+    from causal_grpo.settings import resolve_context
+
+    console = Console(soft_wrap=True)  # lines stay whole in a pipe or a log (a non-terminal is 80 wide)
     flags = {
         "run": run,
         "model": model,
@@ -99,7 +127,7 @@ def train(
             console=console,
             prices=(ctx.price_prompt_per_m, ctx.price_completion_per_m),
         )
-        with reporter:
+        with reporter, _logs(verbose):
             result = asyncio.run(
                 atrain(
                     problems,
@@ -117,14 +145,26 @@ def train(
         fail(console, str(exc))
     atomic_write(folder / "result.json", json.dumps(result.to_dict(), indent=1) + "\n")
     failed = sum(p.status == "failed" for p in result.problems)
-    earlier = sum(p.status == "skipped" for p in result.problems)
+    earlier = sum(p.status == "earlier" for p in result.problems)
+    usage, now = result.usage, result.usage_this_start
+    faults = fault_summary(result.faults)
     console.print(
         f"done in {result.seconds:.1f}s: final accuracy {result.accuracy:.0%}, "
-        f"{result.usage.calls} model calls, {result.usage.prompt_tokens}+{result.usage.completion_tokens} tokens"
-        + (f" ({earlier} problem(s) finished earlier, not rerun)" if earlier else "")
+        f"{usage.calls} model calls, {usage.prompt_tokens}+{usage.completion_tokens} tokens"
+        + (
+            f" over the whole run ({now.calls} calls, {now.prompt_tokens}+{now.completion_tokens} tokens this start"
+            + (f"; {earlier} problem(s) finished earlier, not rerun" if earlier else "")
+            + ")"
+            if usage != now
+            else ""
+        )
         + f", banks {result.bank_sizes}"
-        + (f", {failed} problem(s) failed (run again to resume)" if failed else "")
+        + (f", faults: {faults}" if faults else "")
+        + (f", {failed} problem(s) failed (run again to resume)" if failed else ""),
+        highlight=False,
     )
+    if faults:
+        error_console().print(f"[yellow]warning:[/] the model endpoint's faults this start: {faults}")
     console.print(f"exports in {folder}")
     if failed:
         raise typer.Exit(1)
