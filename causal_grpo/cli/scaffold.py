@@ -115,13 +115,17 @@ def check(
     data = _read_scaffold(file, errors)
     computation = compute(data)
     scaffold = _as_scaffold(data)
+    analysis = scaffold.analysis if scaffold else ""
     r_graph = graph_reward(scaffold, computation)
     r_ans = answer_reward(computation.answer, problem) if problem is not None else None
     checks = logic_checks(scaffold, computation, problem) if problem is not None else None
     if json_out:
-        typer.echo(json.dumps(_report(computation, r_graph, r_ans, checks), indent=2))
+        typer.echo(json.dumps({"analysis": analysis, **_report(computation, r_graph, r_ans, checks)}, indent=2))
     else:
-        _print(Console(soft_wrap=True), computation, r_graph, r_ans, checks)
+        console = Console(soft_wrap=True)
+        if analysis:
+            console.print(f"analysis: {escape(analysis)}", highlight=False)
+        _print(console, computation, r_graph, r_ans, checks)
     raise typer.Exit(0 if computation.valid else 1)
 
 

@@ -162,6 +162,14 @@ def test_check_shows_exactness_and_the_deterministic_half_of_r_logic(tmp_path: P
     assert "givens_traceable 0.50" in line and "untraced: fudge" in line  # one line, not wrapped at 80 columns
 
 
+def test_check_shows_the_analysis(tmp_path: Path) -> None:
+    path = _file(tmp_path, {**FORCE, "analysis": "Newton's second law: F = m a."})
+    result = runner.invoke(scaffold.app, ["check", path], env={"COLUMNS": "120"})
+    assert "analysis: Newton's second law: F = m a." in result.stdout
+    report = json.loads(runner.invoke(scaffold.app, ["check", path, "--json"]).stdout)
+    assert report["analysis"] == "Newton's second law: F = m a."
+
+
 def test_check_an_invalid_scaffold(tmp_path: Path) -> None:
     data = {**FORCE, "nodes": [*FORCE["nodes"][:2], {"id": "F", "kind": "derived", "formula": "m + a", "unit": "N"}]}
     result = runner.invoke(scaffold.app, ["check", _file(tmp_path, data)], env={"COLUMNS": "120"})
