@@ -51,8 +51,18 @@ def _create(table: Table) -> str:
 
 
 async def _tables_exist(conn: psycopg.AsyncConnection) -> bool:
+    """Whether every table exists with every column its model has (a newer version may add columns)."""
     for table in TABLES:
         if not await table_exists(conn, PREFIX + table.name):
+            return False
+        rows = await (
+            await conn.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_name = %s AND table_schema = ANY(current_schemas(false))",
+                (PREFIX + table.name,),
+            )
+        ).fetchall()
+        if set(table.model.model_fields) - {r[0] for r in rows}:
             return False
     return True
 
@@ -61,6 +71,10 @@ async def _create_tables(conn: psycopg.AsyncConnection) -> None:
     async with conn.transaction():  # all or none, whenever the process dies
         for table in TABLES:
             await conn.execute(_create(table))  # type: ignore[arg-type]  # names come from our own models
+            for field, info in table.model.model_fields.items():
+                if field not in table.pk:  # a column added since the table was made
+                    column = _column(table, field, info.annotation)
+                    await conn.execute(f"ALTER TABLE {PREFIX}{table.name} ADD COLUMN IF NOT EXISTS {column}")  # type: ignore[arg-type]
 
 
 async def ensure_tables(url: str) -> None:
@@ -84,10 +98,8 @@ class PostgresResultsDB(Results):
         try:
             for name, value in session_settings(self.conn.info.server_version).items():
                 self.conn.execute("SELECT set_config(%s, %s, false)", (name, value))
-            query = "SELECT to_regclass(%s) IS NOT NULL AS found"
-            found = self.conn.execute(query, (PREFIX + TABLES[-1].name,)).fetchone()
-            if not (found and found["found"]):  # created last, in the same transaction as the others
-                setup_once_sync(url, _WHAT, _SETUP_LOCK, _tables_exist, _create_tables)
+            # Complete tables take no lock; missing ones or missing columns are set up once.
+            setup_once_sync(url, _WHAT, _SETUP_LOCK, _tables_exist, _create_tables)
         except BaseException:
             self.conn.close()
             raise

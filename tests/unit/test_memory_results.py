@@ -62,3 +62,43 @@ def test_database_is_wal_without_fsync_per_commit(tmp_path):
     assert db.db.execute("pragma journal_mode").fetchone() == ("wal",)
     assert db.db.execute("pragma synchronous").fetchone() == (1,)  # NORMAL; FULL (2) is the default
     db.close()
+
+
+def _older_rollouts_table(db) -> None:
+    """A rollouts table as a version before the `exact` column wrote it."""
+    columns = [f for f in RolloutRecord.model_fields if f != "exact"]
+    db.execute(f"CREATE TABLE rollouts ({', '.join(columns)}, PRIMARY KEY (run, epoch, problem_id, agent, rollout))")
+
+
+def test_a_results_db_written_by_an_older_version_gains_new_columns(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "results.db"
+    with sqlite3.connect(path) as conn:
+        _older_rollouts_table(conn)
+    db = ResultsDB(path)
+    db.record_rollouts(
+        [RolloutRecord(run="r", problem_id="p", agent="generator_1", rollout=1, valid=True, exact=False)]
+    )
+    assert db.rollouts("r")[0].exact is False
+    db.close()
+
+
+def test_postgres_result_tables_of_an_older_version_gain_new_columns(new_database):
+    import psycopg
+    from causal_grpo.memory.results import ROLLOUTS
+    from causal_grpo.memory.results_postgres import PREFIX, PostgresResultsDB, _column
+
+    with new_database() as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            fields = RolloutRecord.model_fields.items()
+            columns = [_column(ROLLOUTS, f, info.annotation) for f, info in fields if f != "exact"]
+            conn.execute(
+                f"CREATE TABLE {PREFIX}rollouts ({', '.join(columns)}, PRIMARY KEY ({', '.join(ROLLOUTS.pk)}))"
+            )
+        db = PostgresResultsDB(url)
+        db.record_rollouts(
+            [RolloutRecord(run="r", problem_id="p", agent="generator_1", rollout=1, valid=True, exact=True)]
+        )
+        assert db.rollouts("r")[0].exact is True
+        db.close()
