@@ -3,11 +3,12 @@
 `reference_scaffolds/<problem id>.json` is the best scaffold we could write for that problem: its givens are
 numbers stated in the problem text, and the counting, casework, searching, root-finding and integrating happen
 in formulas (v2 iterations, conditions, equation systems, checks, number theory). They double as a
-regression table for the computer and as the README's examples; one of them is shipped in `examples/`.
+regression table for the computer and a source of documentation examples; one is shipped in `examples/`.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import time
@@ -29,7 +30,10 @@ EXAMPLE_SOURCE = "aime2024_013"
 MIN_REFERENCES = 20
 MIN_V2_AIME = 10
 MAX_CPU_S = 1.0
-"""Each reference must compute well inside the computer's 2 s limit (the slowest takes about 0.4 s)."""
+"""Each reference must compute well inside the computer's 2 s limit (the slowest takes about 0.5 s)."""
+STRUCTURAL_LITERALS = {0, 1, 2, 3, 4, 10, 100, 1000}
+"""Numbers a formula may spell out: small structural constants (squares, halves, the quadratic formula's 4),
+the decimal base, and round search bounds. Anything else must be a given from the text or computed."""
 
 # Givens that are not in the problem text and not among the rewards' known constants, with the reason.
 UNTRACED_OK: dict[str, dict[str, str]] = {
@@ -157,6 +161,14 @@ def test_the_computer_does_the_work(path: Path) -> None:
     assert untraced == set(allowed), f"untraced givens: {sorted(untraced)}"
     if not allowed:
         assert logic_checks(sc, result, problem).breakdown["givens_traceable"] == 1.0
+    literals = {
+        node.value
+        for n in sc.nodes
+        if n.formula
+        for node in ast.walk(ast.parse(n.formula, mode="eval"))
+        if isinstance(node, ast.Constant)
+    }
+    assert literals <= STRUCTURAL_LITERALS, f"numbers typed into formulas: {sorted(literals - STRUCTURAL_LITERALS)}"
     breakdown = graph_reward(sc, result).breakdown
     assert breakdown["no_dead_nodes"] == 1.0, graph_reward(sc, result).detail
     assert breakdown["target_reachable"] == 1.0
