@@ -49,18 +49,21 @@ def run(*nodes: dict[str, Any], target: str = "t") -> Computation:
     return result
 
 
+# x + y = 5, x y = 6, x < y: the check picks (2, 3) of the two solutions.
+SYSTEM = [
+    g("s", "5"),
+    g("p", "6"),
+    unknown("x"),
+    unknown("y", "positive"),
+    eq("e1", "x + y == s"),
+    eq("e2", "x*y == p"),
+    check("c1", "x < y"),
+    d("t", "10*x + y"),
+]
+
 LEGIT = [
     pytest.param(
-        [
-            g("s", "5"),
-            g("p", "6"),
-            unknown("x"),
-            unknown("y", "positive"),
-            eq("e1", "x + y == s"),
-            eq("e2", "x*y == p"),
-            check("c1", "x < y"),
-            d("t", "10*x + y"),
-        ],
+        SYSTEM,
         "23",
         "",
         id="system-with-domain-and-check",
@@ -151,16 +154,7 @@ def test_a_root_without_closed_form_is_found_numerically() -> None:
 
 
 def test_a_v2_graph_scores_like_any_other() -> None:
-    nodes = [
-        g("s", "5"),
-        g("p", "6"),
-        unknown("x"),
-        unknown("y", "positive"),
-        eq("e1", "x + y == s"),
-        eq("e2", "x*y == p"),
-        check("c1", "x < y"),
-        d("t", "10*x + y"),
-    ]
+    nodes = SYSTEM
     data = {"nodes": nodes, "target": "t"}
     result = run(*nodes)
     problem = Problem(id="p", text="", answer="23", dataset="aime2024", domain="math")
