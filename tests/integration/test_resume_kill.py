@@ -126,13 +126,15 @@ def test_a_kill_right_after_a_threads_start_writes_resumes_as_the_undisturbed_ru
 def test_seeded_kill_points_over_a_run_each_resume_as_the_undisturbed_run(reference, tmp_path, assert_same_run):
     # One run killed again and again, each start at another seeded point: during start-up (before anything
     # is written), mid-batch (after a committed write), in a bank update (between its store writes), between
-    # an export's temporary file and its rename, and after a checkpoint; then started once more to the end.
+    # an export's temporary file and its rename, while the second batch's problems start (the second one's
+    # start writes: the kill that changed the result before), and after a checkpoint; then started once more.
     rng = random.Random(19)
     points = [
         f"time:{rng.randint(100, 1000)}",
         f"writes:{rng.randint(3, 20)}",
         f"bank-write:{rng.randint(1, 3)}",
         f"replace:{rng.randint(1, 3)}",
+        "start-writes:2",
         f"checkpoint:{rng.randint(2, 6)}",
     ]
     log = tmp_path / "kills.log"
