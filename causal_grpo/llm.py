@@ -8,7 +8,7 @@ not retried), else backs off exponentially, 0.5 s doubling to at most 8 s, minus
 `TransientModelError`, which the graph's RetryPolicy may retry at the node level.
 
 Faults are counted per run in this process (`fault_counts`): each attempt the SDK retried, by its cause
-(`429`, `500`..., `timeout`, `drop`), each call that still failed after the retries, each re-ask after
+(`429`, `500`..., `timeout`, `drop`, `connect`), each call that still failed after the retries, each re-ask after
 invalid output, and each structured call left without a valid value (an invalid rollout, fusion, judgement
 or extraction). With `--verbose` each retry is logged with its cause.
 
@@ -228,6 +228,9 @@ def fault_delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]
 
 
 def _cause(exc: BaseException) -> str:
+    """A transport failure's cause: no connection made, no reply in time, or a connection dropped mid-way."""
+    if isinstance(exc, _http.ConnectError):
+        return "connect"
     return "timeout" if isinstance(exc, _http.TimeoutException) else "drop"
 
 
