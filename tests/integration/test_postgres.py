@@ -95,7 +95,8 @@ async def test_a_run_through_postgres_completes_grows_the_banks_and_resumes_for_
     before = simulator.stats()["requests"]
     again = await atrain(problems, context=ctx, home=tmp_path, db=pg_url, fleet=False, batch_size=3)
     assert [p.status for p in again.problems] == ["earlier"] * 3
-    assert again.usage.calls == 0 and simulator.stats()["requests"] == before
+    assert again.usage_this_start.calls == 0 and simulator.stats()["requests"] == before
+    assert again.usage == result.usage
     assert again.bank_sizes == result.bank_sizes
 
 
