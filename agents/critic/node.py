@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any
 
@@ -11,6 +10,7 @@ from causal_grpo.agents.critic import prompts
 from causal_grpo.agents.critic.schemas import FusedAnswer
 from causal_grpo.agents.generator.node import experiences_block, unit_hint
 from causal_grpo.agents.judge.node import Judgement, judge_scaffold, make_rollout
+from causal_grpo.agents.judge.prompts import ROLLOUT_ANALYSIS_CHARS, scaffold_json
 from causal_grpo.agents.runtime import bank_snapshot, context_of
 from causal_grpo.graphs.state import Rollout
 from causal_grpo.memory.bank import Selection, select_for
@@ -33,7 +33,7 @@ class FuseInput(TypedDict):
 
 
 def proposals_block(group: list[Rollout]) -> str:
-    """The proposals as the critic reads them; rewards that need the reference are withheld."""
+    """The proposals as the critic reads them (analyses cut to their end); rewards needing the reference withheld."""
     return "\n".join(
         prompts.PROPOSAL.format(
             index=n,
@@ -41,7 +41,7 @@ def proposals_block(group: list[Rollout]) -> str:
             valid=r["valid"],
             r_logic=r["r_logic"],
             errors="; ".join(r["errors"]) or "none",
-            scaffold=json.dumps(r["scaffold"], separators=(",", ":")) if r["scaffold"] else "none",
+            scaffold=scaffold_json(r["scaffold"], ROLLOUT_ANALYSIS_CHARS) if r["scaffold"] else "none",
         )
         for n, r in enumerate(group, start=1)
     )

@@ -5,8 +5,10 @@ what the computer made of them, and how their reasoning was judged. You do not k
 
 Write ONE fused causal graph that is better than every proposal: keep the steps that are sound, repair or drop the
 broken ones, and where the proposals disagree, decide by checking each relation against the problem.
+Reason first, in the scaffold's "analysis" (where the proposals differ and which is right), then write the nodes.
 Same rules as the solvers: "given" nodes take values from the problem, "derived" nodes have formulas over other node ids,
-the computer does all arithmetic, and the target answers the question.
+"unknown" nodes are solved for from "equation" nodes (lhs == rhs), "check" nodes state conditions that must hold; the
+computer does all arithmetic, and the target answers the question.
 {experiences}"""
 
 USER = """Problem ({domain}):

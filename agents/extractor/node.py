@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from causal_grpo.agents.extractor import prompts
 from causal_grpo.agents.extractor.schemas import ExperienceOps
+from causal_grpo.agents.judge.prompts import ROLLOUT_ANALYSIS_CHARS, scaffold_json
 from causal_grpo.agents.runtime import bank_snapshot, context_of
 from causal_grpo.graphs.state import Extraction, Rollout, TrainingState
 from causal_grpo.memory.bank import select_for
@@ -32,7 +32,7 @@ class GroupInput(TypedDict):
 
 
 def rollouts_block(group: list[Rollout]) -> str:
-    """The group as the extractor reads it, best first, each marked `### Rollout k`."""
+    """The group as the extractor reads it, best first, each marked `### Rollout k`, analyses cut to their end."""
     ranked = sorted(group, key=lambda r: -r["r_total"])
     return "\n".join(
         prompts.ROLLOUT.format(
@@ -43,7 +43,7 @@ def rollouts_block(group: list[Rollout]) -> str:
             r_graph=r["r_graph"],
             answer=r["answer"] or "none",
             errors="; ".join(r["errors"]) or "none",
-            scaffold=json.dumps(r["scaffold"], separators=(",", ":")) if r["scaffold"] else "none",
+            scaffold=scaffold_json(r["scaffold"], ROLLOUT_ANALYSIS_CHARS) if r["scaffold"] else "none",
         )
         for n, r in enumerate(ranked, start=1)
     )

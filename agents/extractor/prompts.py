@@ -2,7 +2,7 @@
 
 SYSTEM = """You improve a problem-solving agent without changing its weights: you maintain its bank of short,
 reusable experiences. You see one problem, the group of solutions the agent wrote for it with their rewards, and the
-agent's current experiences.
+agent's current experiences. A graph may open with the solver's "analysis", its reasoning (only its end when long).
 
 1. Summarise each rollout in one line (what graph it built, where it went wrong or right).
 2. State what separates the better rollouts from the worse ones: the semantic advantage.

@@ -29,19 +29,24 @@ class Judgement(BaseModel):
     usage: Usage = Usage()
 
 
-async def judge_scaffold(problem: Problem, scaffold: Scaffold, computation: Computation, ctx: Context) -> Judgement:
-    """Ask the judge model to grade the graph's reasoning; skipped with `--no-judge`."""
-    if not ctx.judge:
-        return Judgement()
+def judge_prompt(problem: Problem, scaffold: Scaffold, computation: Computation) -> str:
+    """The judge's user message: the problem, the graph (its analysis cut to its end), what the computer made of it."""
     values = "\n".join(f"  {k} = {v} {computation.units.get(k, '')}".rstrip() for k, v in computation.values.items())
     errors = "Errors: " + "; ".join(str(e) for e in computation.errors) if computation.errors else ""
-    user = prompts.USER.format(
+    return prompts.USER.format(
         question=problem.text,
-        scaffold=scaffold.model_dump_json(exclude_defaults=True),
+        scaffold=prompts.scaffold_json(scaffold, prompts.JUDGE_ANALYSIS_CHARS),
         values=values or "  (none)",
         answer=str(computation.answer) if computation.answer else "none",
         errors=errors,
     )
+
+
+async def judge_scaffold(problem: Problem, scaffold: Scaffold, computation: Computation, ctx: Context) -> Judgement:
+    """Ask the judge model to grade the graph's reasoning; skipped with `--no-judge`."""
+    if not ctx.judge:
+        return Judgement()
+    user = judge_prompt(problem, scaffold, computation)
     result = await client_for(ctx, "judge").structured(
         LogicVerdict, [SystemMessage(prompts.SYSTEM), HumanMessage(user)], temperature=0.0
     )

@@ -8,6 +8,7 @@ the simulator never solves anything, it carries the reference answer into the gr
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import random
@@ -59,7 +60,6 @@ PROBLEM_TYPE = re.compile(r"problem[_ ]type\s*[:=]\s*([a-z][a-z_]{1,63})|^Proble
 REWARD = re.compile(r"r_total\W{0,3}(\d(?:\.\d+)?)")
 # A bare number in the text: not part of a word, an exponent (x^2, 10^{15}) or a LaTeX argument (\frac{1}{2}).
 NUMBER = re.compile(r"(?<![\w.^{}\\])\d+(?:\.\d+)?(?![\w^])")
-IDENT = re.compile(r"[A-Za-z_]\w*")
 WRONG_UNITS = ("s", "kg", "m", "K", "J", "N", "m/s", "mol")
 SIMULATED = "[simulated test double]"
 
@@ -269,13 +269,164 @@ def _scale(ids: list[str], values: list[Fraction]) -> tuple[str, Fraction]:
     return f"({ids[0]} + {ids[1]}) / {ids[2]}", (values[0] + values[1]) / values[2]
 
 
+Shape = Literal["direct", "linear", "quadratic_domain", "quadratic_check", "sum", "odd_sum"]
+# How `core` is written: a given (v1), an unknown solved from an equation (v2), or an iteration (v2).
+SHAPES: dict[Shape, int] = {
+    "direct": 4,
+    "linear": 2,
+    "quadratic_domain": 1,
+    "quadratic_check": 1,
+    "sum": 1,
+    "odd_sum": 1,
+}
+ANALYSIS_RATE = 0.5
+"""Share of simulated scaffolds that reason in `analysis` before the graph."""
+MAX_SHAPE_VALUE_CHARS = 160
+"""Longest value text an equation or iteration shape may write; a longer one falls back to `direct`."""
+ANALYSIS_STEPS = (
+    "Name each number the problem states as a given and keep its unit.",
+    "The asked-for quantity is a fixed multiple of one key intermediate result.",
+    "Relate the stated numbers to each other before touching the target.",
+    "Let the computer do the arithmetic; the graph only states the relations.",
+    "Check that the target's unit is the one the question asks for.",
+    "The intermediate result is pinned down by one equation; its domain picks the root.",
+    "Summing the contributions term by term gives the intermediate result.",
+    "Every given should feed the target, so no node is left dead.",
+)
+
+
+def variant_rng(rng: random.Random) -> random.Random:
+    """An RNG for how a scaffold is written, seeded from `rng`'s state without drawing from it.
+
+    The outcome and every draw made before (and after) stay exactly as without variants, so the
+    v2 shapes cannot shift what is right or wrong, or anything the request's RNG decides later.
+    """
+    return random.Random(hashlib.sha256(repr(rng.getstate()).encode()).digest())
+
+
+def _unit_squared(unit: str) -> str:
+    return f"({unit})^2" if unit else ""
+
+
+def _core_nodes(shape: Shape, value: Fraction, unit: str, rng: random.Random) -> tuple[Shape, list[Node]]:
+    """Nodes that define `core` with exactly `value` (in `unit`), written as `shape` says.
+
+    Equation shapes make `core` an unknown: linear `a*core == b`, or a quadratic with a second root
+    that the domain (positive) or a check (the smaller root) rules out. Iteration shapes make `core`
+    a `sum` over an integer range whose exact value is `value`. A shape whose numbers would grow too
+    long falls back to a given.
+    """
+    nodes: list[Node] = []
+    if shape == "linear":
+        coefficient = rng.randint(2, 9)
+        nodes = [
+            Node(id="core_coef", kind="given", value=str(coefficient), description="Coefficient of the relation."),
+            Node(
+                id="core_rhs",
+                kind="given",
+                value=_exact_text(coefficient * value),
+                unit=unit,
+                description="Right-hand side of the relation.",
+            ),
+            Node(
+                id="core",
+                kind="unknown",
+                domain="positive" if value > 0 else "real",
+                unit=unit,
+                description="Key intermediate result, solved for.",
+            ),
+            Node(id="core_eq", kind="equation", formula="core_coef * core == core_rhs", description="Its relation."),
+        ]
+    elif shape in ("quadratic_domain", "quadratic_check"):
+        spread = rng.randint(1, 9) * (abs(value) or 1)
+        if shape == "quadratic_domain" and value <= 0:
+            shape = "quadratic_check"
+        # quadratic_domain: the other root is negative; quadratic_check: it is the larger one.
+        other = -spread if shape == "quadratic_domain" else value + spread
+        nodes = [
+            Node(
+                id="core_b",
+                kind="given",
+                value=_exact_text(-(value + other)),
+                unit=unit,
+                description="Linear coefficient of the quadratic.",
+            ),
+            Node(
+                id="core_c",
+                kind="given",
+                value=_exact_text(-(value * other)),
+                unit=_unit_squared(unit),
+                description="Constant side of the quadratic.",
+            ),
+            Node(
+                id="core",
+                kind="unknown",
+                domain="positive" if shape == "quadratic_domain" else "real",
+                unit=unit,
+                description="Key intermediate result, a root of the quadratic.",
+            ),
+            Node(
+                id="core_eq",
+                kind="equation",
+                formula="core**2 + core_b * core == core_c",
+                description="The quadratic it satisfies.",
+            ),
+        ]
+        if shape == "quadratic_check":
+            nodes.append(
+                Node(id="core_root", kind="check", formula="2 * core < -core_b", description="The smaller root.")
+            )
+    elif shape in ("sum", "odd_sum"):
+        terms = rng.randint(2, 12)
+        # sum(k, 1..n) = n(n+1)/2; sum(2k-1, 1..n) = n^2.
+        body, weight = ("core_part * k", Fraction(terms * (terms + 1), 2))
+        if shape == "odd_sum":
+            body, weight = "core_part * (2*k - 1)", Fraction(terms * terms)
+        nodes = [
+            Node(
+                id="core_part",
+                kind="given",
+                value=_exact_text(value / weight),
+                unit=unit,
+                description="Contribution per unit weight.",
+            ),
+            Node(
+                id="core",
+                kind="derived",
+                formula=f"sum({body}, k, 1, {terms})",
+                unit=unit,
+                description="Key intermediate result, summed term by term.",
+            ),
+        ]
+    if shape == "direct" or any(len(n.value or "") > MAX_SHAPE_VALUE_CHARS for n in nodes):
+        return "direct", [
+            Node(id="core", kind="given", value=_exact_text(value), unit=unit, description="Key intermediate result.")
+        ]
+    return shape, nodes
+
+
+def _analysis(problem: Problem | None, shape: Shape, rng: random.Random) -> str:
+    """A simulated chain of thought: a few stock steps, sometimes long enough to need shortening."""
+    steps = [*rng.sample(ANALYSIS_STEPS, rng.randint(2, len(ANALYSIS_STEPS)))]
+    if shape != "direct":
+        steps.append(f"The key intermediate result is written as a {shape.replace('_', ' ')}.")
+    lines = [f"{SIMULATED} Approach for a {problem_type(problem).replace('_', ' ')} problem."]
+    # A real model's reasoning often runs to thousands of characters; repeat the steps as "casework".
+    for case in range(1, 1 + (rng.choice((1, 1, 1, 3, 8)))):
+        lines.extend(f"Case {case}, step {i}: {step}" for i, step in enumerate(steps, start=1))
+    lines.append("So the graph below states these relations and the computer evaluates them.")
+    return "\n".join(lines)
+
+
 def build_scaffold(problem: Problem | None, outcome: Outcome, rng: random.Random) -> Scaffold:
     """A computable scaffold for the problem whose target is right or wrong as `outcome` says.
 
     Givens are numbers written in the problem; `core` carries the (right or wrong) answer divided by
     a dimensionless `scale` made of those givens, and `answer = core * scale`, so the target computes
     to exactly the intended value. Unknown problems, and answers that are not plain numbers, get
-    random values.
+    random values. How `core` is written (a given, an unknown solved from an equation, or a sum) and
+    whether the scaffold reasons in `analysis` first are drawn from `variant_rng`, after every draw
+    that decides the outcome and its values.
     """
     reference = _as_fraction(problem.answer) if problem else None
     if problem is None or reference is None:
@@ -298,20 +449,18 @@ def build_scaffold(problem: Problem | None, outcome: Outcome, rng: random.Random
         scale_formula, answer_formula = ("answer / core", answer_formula) if givens else ("", "core * answer / answer")
     elif outcome == "unknown_reference":
         answer_formula = "core * ratio"
+    unused = str(rng.randint(2, 99)) if outcome == "dead_node" else None
 
+    variants = variant_rng(rng)
+    shape, core_nodes = _core_nodes(
+        variants.choices(list(SHAPES), weights=list(SHAPES.values()))[0], value / scale, core_unit, variants
+    )
+    analysis = _analysis(problem, shape, variants) if variants.random() < ANALYSIS_RATE else ""
     nodes = [
         Node(id=i, kind="given", value=g.text, description=f"{g.text}, as stated: '{g.context}'")
         for i, g in zip(ids, givens, strict=True)
     ]
-    nodes.append(
-        Node(
-            id="core",
-            kind="given",
-            value=_exact_text(value / scale),
-            unit=core_unit,
-            description="Key intermediate result.",
-        )
-    )
+    nodes.extend(core_nodes)
     if givens:
         nodes.append(
             Node(
@@ -321,8 +470,8 @@ def build_scaffold(problem: Problem | None, outcome: Outcome, rng: random.Random
                 description="Combination of the stated numbers.",
             )
         )
-    if outcome == "dead_node":
-        nodes.append(Node(id="unused", kind="given", value=str(rng.randint(2, 99)), description="A side quantity."))
+    if unused is not None:
+        nodes.append(Node(id="unused", kind="given", value=unused, description="A side quantity."))
     nodes.append(
         Node(
             id="answer",
@@ -333,6 +482,7 @@ def build_scaffold(problem: Problem | None, outcome: Outcome, rng: random.Random
         )
     )
     return Scaffold(
+        analysis=analysis,
         problem_type=problem_type(problem),
         nodes=nodes,
         target="answer",
@@ -358,14 +508,45 @@ def _scaffold_in(prompt: str) -> Scaffold | None:
     return None
 
 
+ITERATIONS = frozenset({"sum", "prod", "count", "first", "max_of", "min_of", "integrate"})
+"""Calls whose second argument is a bound variable, local to the call."""
+
+
+def _free_names(formula: str) -> set[str] | None:
+    """The names a formula uses, less the bound variables of its iterations; None if it does not parse."""
+    try:
+        tree = ast.parse(formula.replace("^", "**"), mode="eval")
+    except (SyntaxError, ValueError):
+        return None
+    bound = {
+        c.args[1].id
+        for c in ast.walk(tree)
+        if isinstance(c, ast.Call)
+        and isinstance(c.func, ast.Name)
+        and c.func.id in ITERATIONS
+        and len(c.args) > 1
+        and isinstance(c.args[1], ast.Name)
+    }
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - bound
+
+
 def _looks_sound(scaffold: Scaffold) -> bool:
-    """A crude check: unique ids, a present target, and formulas naming only nodes or functions."""
+    """A crude check: unique ids, a present target that is a quantity, formulas naming only nodes or
+    functions (bound variables of sums and the like aside), equations with `==`, and every unknown
+    named by some equation."""
     ids = [n.id for n in scaffold.nodes]
-    known = set(ids) | set(FUNCTIONS) | set(CONSTANTS)
+    known = set(ids) | set(FUNCTIONS) | set(CONSTANTS) | ITERATIONS
+    target = scaffold.node(scaffold.target)
+    with_formula = [n for n in scaffold.nodes if n.kind in ("derived", "equation", "check")]
+    names = {n.id: _free_names(n.formula or "") for n in with_formula}
+    in_equations = set().union(*(names[n.id] or set() for n in with_formula if n.kind == "equation"))
     return (
         len(ids) == len(set(ids))
-        and scaffold.target in ids
-        and all(set(IDENT.findall(n.formula or "")) <= known for n in scaffold.nodes if n.kind == "derived")
+        and target is not None
+        and target.is_quantity
+        and all(found is not None and found <= known for found in names.values())
+        and all("==" in (n.formula or "") for n in with_formula if n.kind == "equation")
+        and all(n.id in in_equations for n in scaffold.nodes if n.kind == "unknown")
     )
 
 

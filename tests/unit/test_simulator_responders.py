@@ -16,10 +16,13 @@ from pydantic import ValidationError
 from causal_grpo.computer import compute
 from causal_grpo.problems import Problem, load_problems
 from causal_grpo.rewards import answer_reward
-from causal_grpo.scaffold import Scaffold
+from causal_grpo.scaffold import MAX_ANALYSIS_CHARS, Node, Scaffold
+from causal_grpo.simulator import responders
 from causal_grpo.simulator.config import SimulatorConfig
 from causal_grpo.simulator.responders import (
     SCHEMAS,
+    SHAPES,
+    SIMULATED,
     WRONG_OUTCOMES,
     Classified,
     ProblemIndex,
@@ -30,6 +33,7 @@ from causal_grpo.simulator.responders import (
     render,
     request_rng,
     shipped_index,
+    variant_rng,
 )
 
 PROBLEMS = load_problems("full")
@@ -65,10 +69,57 @@ def _compute_ready() -> bool:
     return True
 
 
+def _v2_ready() -> bool:
+    """Whether the computer solves equations and sums (issue 17), probed on a tiny graph."""
+    probe = Scaffold(
+        nodes=[
+            Node(id="x", kind="unknown", domain="positive"),
+            Node(id="eq", kind="equation", formula="x**2 == 4"),
+            Node(id="t", kind="derived", formula="x + sum(k, k, 1, 3)"),
+        ],
+        target="t",
+    )
+    try:
+        computation = compute(probe)
+    except NotImplementedError:
+        return False
+    return computation.valid and computation.answer is not None and computation.answer.exact == "8"
+
+
+V2_READY = _v2_ready()
+# Known computer bugs (issue 17), reported to its author; each xfail is strict so that the fix shows.
+SUM_DROPS_SCALED_UNITS = (
+    "computer bug: an iteration's fast path reads a node in a scaled dimensionless unit (degree, percent) as a pure "
+    "number: sum(a, k, 1, 3) with a = 10 degree is 30 rad (shown as 5400/pi deg), with a = 10 percent it is 30"
+)
+SOLVE_HIDES_DOWNSTREAM_ERRORS = (
+    "computer bug: a candidate solution is dropped when any derived node downstream of the unknown fails, so a "
+    "dimension clash (or a division by zero) after an equation is reported as 'no solution for x passes the checks'"
+)
+
+
+def _scaled_dimensionless(unit: str | None) -> bool:
+    return unit in ("degree", "percent")
+
+
+@pytest.fixture(params=list(SHAPES))
+def shape(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every simulated scaffold written in one shape (a shape whose numbers grow too long falls back to direct)."""
+    if request.param != "direct" and not V2_READY:
+        pytest.skip("the computer does not solve v2 scaffolds yet")
+    monkeypatch.setattr(responders, "SHAPES", {request.param: 1})
+    return request.param
+
+
 @pytest.mark.skipif(not _compute_ready(), reason="causal_grpo.computer.compute is not implemented yet")
 @pytest.mark.parametrize("problem", PROBLEMS, ids=lambda p: p.id)
-def test_right_scaffolds_compute_to_the_reference_and_wrong_ones_do_not(problem: Problem) -> None:
-    for seed in range(3):
+def test_right_scaffolds_compute_to_the_reference_and_wrong_ones_do_not(
+    problem: Problem, shape: str, request: pytest.FixtureRequest
+) -> None:
+    if shape in ("sum", "odd_sum") and _scaled_dimensionless(problem.unit):
+        request.applymarker(pytest.mark.xfail(strict=True, reason=SUM_DROPS_SCALED_UNITS))
+    # Every shape for every problem; more seeds across shapes in the many-seeds test below.
+    for seed in range(2 if shape == "direct" else 1):
         right = compute(build_scaffold(problem, "right", random.Random(seed)))
         assert right.valid, right.errors
         assert answer_reward(right.answer, problem).score == 1.0, right.answer
@@ -81,7 +132,9 @@ def test_right_scaffolds_compute_to_the_reference_and_wrong_ones_do_not(problem:
 
 
 @pytest.mark.skipif(not _compute_ready(), reason="causal_grpo.computer.compute is not implemented yet")
-def test_broken_outcomes_are_reported_by_the_computer_as_such() -> None:
+def test_broken_outcomes_are_reported_by_the_computer_as_such(shape: str, request: pytest.FixtureRequest) -> None:
+    if shape in ("linear", "quadratic_domain", "quadratic_check"):
+        request.applymarker(pytest.mark.xfail(strict=True, reason=SOLVE_HIDES_DOWNSTREAM_ERRORS))
     physics = next(p for p in PROBLEMS if p.domain == "physics" and p.unit)
     kinds = {
         outcome: {e.kind for e in compute(build_scaffold(physics, outcome, random.Random(1))).errors}
@@ -90,6 +143,93 @@ def test_broken_outcomes_are_reported_by_the_computer_as_such() -> None:
     assert "cycle" in kinds["cycle"]
     assert "unknown_reference" in kinds["unknown_reference"]
     assert "dimension" in kinds["dimension_clash"]
+
+
+def _request_scaffolds(count: int) -> list[tuple[Problem, str, Scaffold]]:
+    """Scaffolds as the server draws them: one request RNG per problem and rollout, outcome first."""
+    drawn = []
+    for n in range(count):
+        problem = PROBLEMS[n % len(PROBLEMS)]
+        rng = random.Random(f"{problem.id}/{n}")
+        outcome = draw_outcome(problem, 0.5, rng)
+        drawn.append((problem, outcome, build_scaffold(problem, outcome, rng)))
+    return drawn
+
+
+def _shape_of(scaffold: Scaffold) -> str:
+    kinds = {n.kind for n in scaffold.nodes}
+    core = scaffold.node("core")
+    if "check" in kinds:
+        return "quadratic_check"
+    if "equation" in kinds:
+        return "quadratic_domain" if "core_b" in {n.id for n in scaffold.nodes} else "linear"
+    if core is not None and core.kind == "derived":
+        return "odd_sum" if "2*k - 1" in (core.formula or "") else "sum"
+    return "direct"
+
+
+def test_simulated_scaffolds_carry_analysis_equations_and_iterations() -> None:
+    drawn = _request_scaffolds(900)
+    shapes = [_shape_of(s) for _, _, s in drawn]
+    assert set(shapes) == set(SHAPES)
+    # v1 scaffolds stay the commonest single shape; every v2 shape is common enough to be exercised.
+    assert 0.3 < shapes.count("direct") / len(shapes) < 0.5
+    assert all(shapes.count(k) > 30 for k in SHAPES)
+    analyses = [s.analysis for _, _, s in drawn if s.analysis]
+    assert 0.4 < len(analyses) / len(drawn) < 0.6
+    assert all(a.startswith(SIMULATED) and len(a) <= MAX_ANALYSIS_CHARS for a in analyses)
+    assert any(len(a) > 3000 for a in analyses)  # long enough that the judge and the extractor shorten it
+    for _, outcome, scaffold in drawn:
+        assert Scaffold.model_validate_json(scaffold.model_dump_json()) == scaffold
+        assert scaffold.target == "answer"
+        for node in scaffold.nodes:
+            assert (node.kind == "unknown") == (node.formula is None and node.value is None)
+        assert responders._looks_sound(scaffold) == (outcome != "unknown_reference"), scaffold
+
+
+def test_v2_shapes_draw_nothing_from_the_request_rng(monkeypatch: pytest.MonkeyPatch) -> None:
+    """How a scaffold is written never changes the outcome, its values, or any later draw of the request."""
+    for problem in PROBLEMS[::9]:
+        for outcome in _outcomes(problem):
+            results = []
+            for shape in SHAPES:
+                for rate in (0.0, 1.0):
+                    monkeypatch.setattr(responders, "SHAPES", {shape: 1})
+                    monkeypatch.setattr(responders, "ANALYSIS_RATE", rate)
+                    rng = random.Random(f"{problem.id}/{outcome}")
+                    scaffold = build_scaffold(problem, outcome, rng)
+                    kept = [n for n in scaffold.nodes if not n.id.startswith("core")]
+                    results.append((rng.getstate(), kept, bool(scaffold.analysis) == bool(rate)))
+            assert all(r == results[0][:2] + (True,) for r in results), (problem.id, outcome)
+
+
+def test_variant_rng_is_a_function_of_the_state_and_leaves_it() -> None:
+    rng = random.Random(3)
+    state = rng.getstate()
+    assert variant_rng(rng).random() == variant_rng(random.Random(3)).random()
+    assert rng.getstate() == state
+    assert variant_rng(random.Random(4)).random() != variant_rng(rng).random()
+
+
+@pytest.mark.skipif(not V2_READY, reason="the computer does not solve v2 scaffolds yet")
+def test_v2_right_scaffolds_compute_to_the_reference_across_many_seeds() -> None:
+    seen: dict[str, int] = {}
+    known_bug = []
+    for problem, outcome, scaffold in _request_scaffolds(540):
+        if outcome != "right":
+            continue
+        shape = _shape_of(scaffold)
+        seen[shape] = seen.get(shape, 0) + 1
+        computation = compute(scaffold)
+        assert computation.valid, (problem.id, shape, computation.errors)
+        if answer_reward(computation.answer, problem).score != 1.0 and shape.endswith("sum"):
+            if _scaled_dimensionless(problem.unit):
+                known_bug.append(problem.id)
+                continue
+        assert answer_reward(computation.answer, problem).score == 1.0, (problem.id, shape, computation.answer)
+    assert set(seen) == set(SHAPES) and min(seen.values()) >= 10, seen
+    if known_bug:
+        pytest.xfail(f"{SUM_DROPS_SCALED_UNITS} ({len(known_bug)} scaffolds: {sorted(set(known_bug))})")
 
 
 def test_unknown_problems_get_schema_valid_random_graphs() -> None:
@@ -191,6 +331,28 @@ def test_logic_verdict_scores_sound_graphs_higher() -> None:
     assert all(isinstance(v, LogicVerdict) for v in [*sound, *broken, missing])
     assert min(v.score for v in sound) >= 0.7 > 0.45 >= max(v.score for v in broken)
     assert 0.3 <= missing.score <= 0.7
+
+
+def test_looks_sound_understands_v2_kinds() -> None:
+    def graph(*nodes: Node) -> Scaffold:
+        return Scaffold(nodes=[*nodes, Node(id="t", kind="derived", formula="x + 1")], target="t")
+
+    x = Node(id="x", kind="unknown", domain="positive")
+    two = Node(id="two", kind="given", value="2")
+    assert responders._looks_sound(graph(x, two, Node(id="e", kind="equation", formula="x**2 == two")))
+    assert responders._looks_sound(
+        graph(two, Node(id="x", kind="derived", formula="sum(two * k, k, 1, 4) + count(k > 1, k, 1, two)"))
+    )
+    assert responders._looks_sound(
+        graph(x, two, Node(id="e", kind="equation", formula="x == two"), Node(id="c", kind="check", formula="x > 0"))
+    )
+    assert not responders._looks_sound(graph(x, two))  # no equation names the unknown
+    assert not responders._looks_sound(graph(x, Node(id="e", kind="equation", formula="x - 2")))  # no ==
+    assert not responders._looks_sound(graph(x, Node(id="e", kind="equation", formula="x == y")))
+    assert not responders._looks_sound(graph(two, Node(id="x", kind="derived", formula="sum(j * k, k, 1, 4)")))
+    assert not responders._looks_sound(graph(two, Node(id="x", kind="derived", formula="two +")))
+    e = Node(id="e", kind="equation", formula="x == two")
+    assert not responders._looks_sound(Scaffold(nodes=[x, two, e], target="e"))  # an equation is no target
 
 
 def test_experience_ops_follow_the_prompt() -> None:
