@@ -31,15 +31,15 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from fractions import Fraction
 from typing import Any, Literal
 
 import sympy
 from pydantic import BaseModel, Field, ValidationError
 
 from causal_grpo import solver, units
-from causal_grpo.budget import OutOfTime, cpu_bounded, deadline_of
+from causal_grpo.budget import deadline_of
 from causal_grpo.evaluator import Evaluator, Quantity, unit_name
+from causal_grpo.exact import PRECISE_DIGITS, simplest
 from causal_grpo.formula import (
     CONSTANT_NAMES,
     CONSTANTS,
@@ -83,12 +83,8 @@ ErrorKind = Literal[
 
 MAX_SCHEMA_ERRORS = 5
 """How many pydantic errors a `schema` error lists."""
-PRECISE_DIGITS = 50
-"""Significant digits the target's exact irrational value is evaluated to, for telling it from an integer."""
 SIMPLIFY_SHARE = 0.5
 """Share of the time limit the target's simplification may use at most (it gives up quietly, keeping the value)."""
-RATIONAL_GUESS_DENOMINATOR = 10**6
-"""Largest denominator of the rational an irrational-looking target is tried against."""
 
 
 class ComputeError(BaseModel):
@@ -433,12 +429,17 @@ class _Run:
                 self.quantities.pop(node_id, None)
 
     def consistent(self, block: list[str], solution: dict[str, sympy.Expr]) -> bool:
-        """Whether a candidate makes every node of the block computable and every check in it hold."""
+        """Whether a candidate makes every check in the block hold (and the nodes those checks use computable).
+
+        Nodes no check uses are left to the final pass, which reports their own errors on them.
+        """
+        checks = [n for n in block if self.nodes[n].kind == "check"]
+        needed = set(checks).union(*(ancestors(c, self.result.parents) for c in checks))
         self.assign(block, solution)
         try:
             for node_id in block:
                 node = self.nodes[node_id]
-                if node.kind == "unknown" or node_id in self.failed:
+                if node.kind == "unknown" or node_id in self.failed or node_id not in needed:
                     continue
                 if node.kind == "check":
                     if not self.evaluator.truth(self.formulas[node_id]):
@@ -507,7 +508,7 @@ class _Run:
             exact, numeric = self.result.values[target], self.result.numeric[target]
             return Answer(exact=exact, numeric=numeric, unit=unit, is_exact=q.exact)
         budget = min(self.deadline, time.thread_time() + SIMPLIFY_SHARE * self.evaluator.time_limit_s)
-        value, digits = _simplest(q.magnitude, budget)
+        value, digits = simplest(q.magnitude, budget)
         exact = str(value)
         self.result.values[target] = exact
         return Answer(exact=exact, numeric=self.result.numeric[target], unit=unit, digits=digits)
@@ -563,33 +564,6 @@ def _listed(candidates: list[dict[str, sympy.Expr]], unknowns: list[str]) -> str
         values = [_short(str(c[u])) for u in unknowns]
         shown.append(values[0] if len(values) == 1 else "(" + ", ".join(values) + ")")
     return ", ".join(shown) + (f" (+{len(candidates) - 5} more)" if len(candidates) > 5 else "")
-
-
-def _simplest(value: sympy.Expr, deadline: float) -> tuple[sympy.Expr, str | None]:
-    """An exact irrational-looking value in its simplest form found before `deadline`, and its digits.
-
-    A value within 10**-40 of a rational with a small denominator is proven equal to it (sympy's `equals`)
-    or left as it is; otherwise sympy's `simplify` is kept when it is shorter. Out of time, the value so far.
-    """
-    digits: str | None = None
-    try:
-        with cpu_bounded(deadline):
-            approx = sympy.N(value, PRECISE_DIGITS)
-            if approx.is_Float:
-                digits = str(approx)
-                guess = Fraction(digits).limit_denominator(RATIONAL_GUESS_DENOMINATOR)
-                candidate = sympy.Rational(guess.numerator, guess.denominator)
-                if abs(approx - candidate) <= sympy.Float(10, 5) ** -40 * max(1, abs(candidate)):
-                    if (value - candidate).equals(0) is True:
-                        return candidate, None
-            simpler = sympy.simplify(value)
-            if simpler.is_Rational or sympy.count_ops(simpler) < sympy.count_ops(value):
-                value = simpler
-    except OutOfTime:
-        pass
-    except (ArithmeticError, TypeError, ValueError, RecursionError):  # sympy giving up on an odd value
-        pass
-    return value, (None if value.is_Rational else digits)
 
 
 def compute(scaffold: Scaffold | dict[str, Any] | str, *, time_limit_s: float = 2.0) -> Computation:

@@ -242,14 +242,33 @@ class Evaluator:
             if func in ("sum", "prod"):
                 return Quantity(sympy.Integer(0 if func == "sum" else 1), self.pure)
             raise FormulaError("math", f"{func} of an empty range", f"{start}..{stop}")
+        if func in ("sum", "prod"):
+            return self._combined(func, found)
         result = found[0]
         for q in found[1:]:
-            if func in ("sum", "prod"):
-                result = self._binary("+" if func == "sum" else "*", result, q)
-            else:
-                difference = sign(q.magnitude - self.like(result, q, ","))
-                result = q if (difference > 0) == (func == "max_of") and difference != 0 else result
+            difference = sign(q.magnitude - self.like(result, q, ","))
+            result = q if (difference > 0) == (func == "max_of") and difference != 0 else result
         return result
+
+    def _combined(self, func: str, terms: list[Quantity]) -> Quantity:
+        """A sum or product built in one sympy call, so that terms cancel (a telescoping product, say);
+        its size is the result's, not the terms' total."""
+        first = terms[0]
+        if func == "sum":
+            magnitude, unit = sympy.Add(*(first.magnitude, *(self.like(first, q, "+") for q in terms[1:]))), first.unit
+        else:
+            magnitude, unit = sympy.Mul(*(q.magnitude for q in terms)), first.unit
+            for q in terms[1:]:
+                unit = units.bounded(unit * q.unit)
+        magnitude = checked(magnitude)
+        exact = all(q.exact for q in terms)
+        if not exact or magnitude.free_symbols:
+            return self.quantity(magnitude, unit, *terms)
+        size = sympy.count_ops(magnitude) + 1
+        depth = max(q.depth for q in terms)
+        if size > EXACT_SIZE or depth > EXACT_DEPTH:
+            return Quantity(magnitude.evalf(FALLBACK_DIGITS), unit, exact=False)
+        return Quantity(magnitude, unit, size, depth)
 
     def _cost(self, expr: Expr) -> int:
         """Body evaluations an expression needs, counting nested iterations whose bounds are constant."""
@@ -268,7 +287,8 @@ class Evaluator:
 
     def _fast_constant(self, name: str) -> sympy.Expr | None:
         q = self.values.get(name)
-        return q.magnitude if q is not None and q.unit.dimensionless and q.magnitude.is_Rational else None
+        # Only a unitless number: degree and percent are dimensionless too, but the fast path would drop them.
+        return q.magnitude if q is not None and q.unit == self.pure and q.magnitude.is_Rational else None
 
     def _integrate(self, expr: Iterate, low: Quantity, high: Quantity) -> Quantity:
         upper = self.like(low, high, "..")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import sympy
 from sympy import ntheory
 
+from causal_grpo import exact
 from causal_grpo.budget import OutOfTime, cpu_bounded
 from causal_grpo.errors import FormulaError
 
@@ -52,18 +53,22 @@ def _factors(func: str, n: int) -> dict[int, int]:
         raise FormulaError("limit", f"{func} stopped at the time limit", "the number is too hard to factor") from None
 
 
+def _rational(x: sympy.Expr, func: str) -> sympy.Rational:
+    # An expression such as log(64)/log(4) is a rational sympy does not see; prove it before refusing.
+    value = exact.rational(x)
+    if value is None:
+        raise FormulaError("math", f"{func} needs an exact rational", f"got {str(x)[:80]}")
+    return value
+
+
 def numer(x: sympy.Expr) -> sympy.Expr:
     """Numerator of the reduced exact rational."""
-    if not x.is_Rational:
-        raise FormulaError("math", "numer needs an exact rational", f"got {x}")
-    return sympy.Integer(x.p)
+    return sympy.Integer(_rational(x, "numer").p)
 
 
 def denom(x: sympy.Expr) -> sympy.Expr:
     """Denominator of the reduced exact rational."""
-    if not x.is_Rational:
-        raise FormulaError("math", "denom needs an exact rational", f"got {x}")
-    return sympy.Integer(x.q)
+    return sympy.Integer(_rational(x, "denom").q)
 
 
 def powmod(b: sympy.Expr, e: sympy.Expr, m: sympy.Expr) -> sympy.Expr:

@@ -40,13 +40,6 @@ UNTRACED_OK: dict[str, dict[str, str]] = {
     "physics_021": {"m_N": "the atomic mass of nitrogen (14.007 u) is a tabulated constant the text assumes"},
 }
 
-# References the computer cannot compute yet: a gap in the computer, not in the scaffold. Strict, so that the
-# fix shows up as an XPASS and the entry is removed.
-COMPUTER_GAPS: dict[str, str] = {
-    "aime2025_019": "an iteration's exactness budget adds up every term's size: the telescoping product of 60 "
-    "log ratios (log 64/log 4 times 31/13 = 93/13) falls back to a float, so numer() refuses it",
-}
-
 V2_KINDS = {"unknown", "equation", "check"}
 V2_FUNCTIONS = (
     "sum prod count first max_of min_of ifelse integrate erf numer denom powmod modinv isprime prime "
@@ -107,13 +100,8 @@ def ids(paths: list[Path]) -> list[str]:
 
 
 def computable(paths: list[Path]) -> list[object]:
-    """The paths as parameters, each known computer gap marked as a strict xfail."""
-    return [
-        pytest.param(p, id=p.stem, marks=pytest.mark.xfail(strict=True, reason=COMPUTER_GAPS[p.stem]))
-        if p.stem in COMPUTER_GAPS
-        else pytest.param(p, id=p.stem)
-        for p in paths
-    ]
+    """The paths as parameters, one per problem."""
+    return [pytest.param(p, id=p.stem) for p in paths]
 
 
 def test_the_table_is_large_enough() -> None:

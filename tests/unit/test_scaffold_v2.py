@@ -323,3 +323,16 @@ def test_random_v2_graphs_never_raise(nodes: list[dict[str, Any]]) -> None:
     result = run(g("a", "3"), g("b", "5"), g("n", "4"), *nodes, target=nodes[-1]["id"])
     assert result.valid == (not result.errors and result.answer is not None)
     assert set(result.values) == set(result.order) == set(result.numeric) == set(result.units)
+
+
+@pytest.mark.parametrize(("unit", "exact", "shown"), [("degree", "30", "deg"), ("percent", "30", "%")])
+def test_an_iteration_keeps_a_scaled_dimensionless_unit(unit: str, exact: str, shown: str) -> None:
+    result = run(g("a", "10", unit), d("t", "sum(a, k, 1, 3)"))
+    assert result.valid and result.answer is not None
+    assert (result.answer.exact, result.answer.unit) == (exact, shown)
+
+
+def test_an_error_after_the_solve_is_reported_on_its_own_node() -> None:
+    result = run(g("m", "436", "kg"), unknown("x", "real", "kg"), eq("e", "8*x == m"), d("t", "x*2", "s"), target="t")
+    assert [(e.kind, e.node) for e in result.errors] == [("dimension", "t")]
+    assert result.values["x"] == "109/2"

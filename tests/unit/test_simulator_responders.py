@@ -87,19 +87,6 @@ def _v2_ready() -> bool:
 
 
 V2_READY = _v2_ready()
-# Known computer bugs (issue 17), reported to its author; each xfail is strict so that the fix shows.
-SUM_DROPS_SCALED_UNITS = (
-    "computer bug: an iteration's fast path reads a node in a scaled dimensionless unit (degree, percent) as a pure "
-    "number: sum(a, k, 1, 3) with a = 10 degree is 30 rad (shown as 5400/pi deg), with a = 10 percent it is 30"
-)
-SOLVE_HIDES_DOWNSTREAM_ERRORS = (
-    "computer bug: a candidate solution is dropped when any derived node downstream of the unknown fails, so a "
-    "dimension clash (or a division by zero) after an equation is reported as 'no solution for x passes the checks'"
-)
-
-
-def _scaled_dimensionless(unit: str | None) -> bool:
-    return unit in ("degree", "percent")
 
 
 @pytest.fixture(params=list(SHAPES))
@@ -113,11 +100,7 @@ def shape(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
 
 @pytest.mark.skipif(not _compute_ready(), reason="causal_grpo.computer.compute is not implemented yet")
 @pytest.mark.parametrize("problem", PROBLEMS, ids=lambda p: p.id)
-def test_right_scaffolds_compute_to_the_reference_and_wrong_ones_do_not(
-    problem: Problem, shape: str, request: pytest.FixtureRequest
-) -> None:
-    if shape in ("sum", "odd_sum") and _scaled_dimensionless(problem.unit):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=SUM_DROPS_SCALED_UNITS))
+def test_right_scaffolds_compute_to_the_reference_and_wrong_ones_do_not(problem: Problem, shape: str) -> None:
     # Every shape for every problem; more seeds across shapes in the many-seeds test below.
     for seed in range(2 if shape == "direct" else 1):
         right = compute(build_scaffold(problem, "right", random.Random(seed)))
@@ -132,9 +115,7 @@ def test_right_scaffolds_compute_to_the_reference_and_wrong_ones_do_not(
 
 
 @pytest.mark.skipif(not _compute_ready(), reason="causal_grpo.computer.compute is not implemented yet")
-def test_broken_outcomes_are_reported_by_the_computer_as_such(shape: str, request: pytest.FixtureRequest) -> None:
-    if shape in ("linear", "quadratic_domain", "quadratic_check"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=SOLVE_HIDES_DOWNSTREAM_ERRORS))
+def test_broken_outcomes_are_reported_by_the_computer_as_such(shape: str) -> None:
     physics = next(p for p in PROBLEMS if p.domain == "physics" and p.unit)
     kinds = {
         outcome: {e.kind for e in compute(build_scaffold(physics, outcome, random.Random(1))).errors}
@@ -214,7 +195,6 @@ def test_variant_rng_is_a_function_of_the_state_and_leaves_it() -> None:
 @pytest.mark.skipif(not V2_READY, reason="the computer does not solve v2 scaffolds yet")
 def test_v2_right_scaffolds_compute_to_the_reference_across_many_seeds() -> None:
     seen: dict[str, int] = {}
-    known_bug = []
     for problem, outcome, scaffold in _request_scaffolds(540):
         if outcome != "right":
             continue
@@ -222,14 +202,8 @@ def test_v2_right_scaffolds_compute_to_the_reference_across_many_seeds() -> None
         seen[shape] = seen.get(shape, 0) + 1
         computation = compute(scaffold)
         assert computation.valid, (problem.id, shape, computation.errors)
-        if answer_reward(computation.answer, problem).score != 1.0 and shape.endswith("sum"):
-            if _scaled_dimensionless(problem.unit):
-                known_bug.append(problem.id)
-                continue
         assert answer_reward(computation.answer, problem).score == 1.0, (problem.id, shape, computation.answer)
     assert set(seen) == set(SHAPES) and min(seen.values()) >= 10, seen
-    if known_bug:
-        pytest.xfail(f"{SUM_DROPS_SCALED_UNITS} ({len(known_bug)} scaffolds: {sorted(set(known_bug))})")
 
 
 def test_unknown_problems_get_schema_valid_random_graphs() -> None:
