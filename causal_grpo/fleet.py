@@ -45,7 +45,7 @@ from procrastinate.schema import SchemaManager
 
 from causal_grpo.context import Context
 from causal_grpo.errors import CausalGrpoError
-from causal_grpo.graphs.driver import Driver, ProblemOutcome, TrainingResult, thread_id
+from causal_grpo.graphs.driver import Driver, ProblemOutcome, TrainingResult, thread_id, thread_phase
 from causal_grpo.memory.backends import (
     Backends,
     open_backends,
@@ -186,7 +186,10 @@ class FleetDriver(Driver):
 
     async def until_learn_batch(self, epoch: int, batch: list[Problem]) -> list[str | BaseException]:
         snapshots = [await self.graph.aget_state(self._config(epoch, p)) for p in batch]
-        phases: list[str | BaseException] = ["finished" if s.values and not s.next else "ready" for s in snapshots]
+        # finished means the thread reached its end; a kill right after its start writes leaves no next node
+        phases: list[str | BaseException] = [
+            "finished" if thread_phase(s) == "finished" else "ready" for s in snapshots
+        ]
         todo = [rank for rank, phase in enumerate(phases) if phase == "ready"]
         locks = {rank: self._lock("problem", epoch, [batch[rank]]) for rank in todo}
         # workers take a batch's earlier problems first, as the in-process driver's model calls go first
@@ -209,7 +212,11 @@ class FleetDriver(Driver):
 
     async def learn_batch(self, epoch: int, problems: list[Problem]) -> list[dict[str, Any]]:
         # one job applies the batch's updates in dataset order; BANKS_LOCK makes it the only bank writer
-        waiting = [p for p in problems if (await self.graph.aget_state(self._config(epoch, p))).next]
+        waiting = [
+            p
+            for p in problems
+            if thread_phase(await self.graph.aget_state(self._config(epoch, p))) in ("learn", "running")
+        ]
         if waiting:
             lock = self._lock("learn", epoch, waiting)
             args = {"epoch": epoch, "problems": [p.model_dump(mode="json") for p in waiting]}

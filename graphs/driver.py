@@ -146,6 +146,7 @@ def record_results(db: Results, run: str, finished: list[tuple[ProblemOutcome, d
             rollout=r["generator"] if r["agent"] == "critic" else r["index"],
             valid=r["valid"],
             answer=r["answer"],
+            exact=r.get("exact"),
             r_ans=r["r_ans"],
             r_logic=r["r_logic"],
             r_graph=r["r_graph"],

@@ -63,8 +63,14 @@ async def test_a_run_fills_groups_banks_and_exports(sim_context, store, checkpoi
     assert all(set(line["fused"]) == {"generator_1", "generator_2"} for line in critic)
     assert all(r["r_fusion"] is not None for line in critic for r in line["fused"].values())
 
+    # a computed answer says whether it is exact, in the export lines and in results.db alike
+    exported_exact = [r["exact"] for line in lines for r in line["rollouts"] if r["answer"] is not None]
+    assert exported_exact and all(isinstance(e, bool) for e in exported_exact)
+
     db = ResultsDB(run_dir / "results.db")
-    assert len(db.rollouts(sim_context.run)) == 4 * (2 * 3 + 2)
+    rows = db.rollouts(sim_context.run)
+    assert len(rows) == 4 * (2 * 3 + 2)
+    assert all((r.exact is None) == (r.answer is None) for r in rows)
     assert [p.problem_id for p in db.problems(sim_context.run)] == sorted(p.id for p in problems)
     db.close()
 
