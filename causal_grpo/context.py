@@ -88,6 +88,16 @@ class Context(BaseModel):
         "'generators' run stored, never regenerating them; 'all': both in one pass.",
     )
     tau: float = Field(default=0.05, ge=0, description="Extract experiences when std(r_total) of a group exceeds it.")
+    solver: Literal["scaffold", "text"] = Field(
+        default="scaffold",
+        description="'scaffold': generators write causal graphs the computer evaluates; 'text': they reason in free "
+        "text ending in \\boxed{...} (plain chain of thought; with experiences, the original Training-Free GRPO).",
+    )
+    group_filter: Literal["std", "mixed"] = Field(
+        default="std",
+        description="Which groups the extractor reads: 'std' when std(r_total) > tau; 'mixed' (the original "
+        "method's rule) when the group's mean r_ans is strictly between 0 and 1.",
+    )
     max_experience_tokens: int = Field(default=600, ge=0, description="Token budget for experiences in a prompt.")
     answer_rel_tol: float = Field(default=0.05, gt=0, description="Relative tolerance for physics answers.")
     seed: int = Field(default=0, description="Seed for the simulator and any sampling of ours.")
