@@ -102,6 +102,13 @@ class Context(BaseModel):
     answer_rel_tol: float = Field(default=0.05, gt=0, description="Relative tolerance for physics answers.")
     seed: int = Field(default=0, description="Seed for the simulator and any sampling of ours.")
     verbose: bool = Field(default=False, description="Log prompts and responses.")
+    review: bool = Field(
+        default=False, description="Pause each problem's bank update for human review (`interrupt` in `learn`)."
+    )
+    accept_minibatch: int | None = Field(
+        default=None, ge=1, description="Keep a batch's bank edits only if K seen problems do not get worse."
+    )
+    accept_margin: float = Field(default=0.0, description="How much lower the mean r_total may be with the edits.")
 
     def generator_temperature(self, generator: int) -> float:
         """The sampling temperature of a generator, after the run-wide override."""
