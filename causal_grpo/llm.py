@@ -125,6 +125,17 @@ class StructuredResult(Generic[T]):
 
 
 @dataclass(frozen=True)
+class TextResult:
+    """A free-text call's outcome: the reply (possibly cut or empty, then with `error` set) and its cost."""
+
+    text: str
+    error: str | None
+    usage: Usage
+    finish_reason: str | None
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """Where an agent's calls go; the key itself is not here, only the env var naming it."""
 
@@ -591,6 +602,22 @@ class ModelClient:
         raw = reply.text if reply else None
         return StructuredResult(None, reason, usage, attempts, mode, raw, self._since(started))
 
+    async def text(self, messages: list[BaseMessage], *, temperature: float | None = None) -> TextResult:
+        """Ask for a free-text reply (no schema, no re-ask: what the reply says is the model's answer).
+
+        Raises:
+            ModelAccessError: 401/403/404 from the endpoint.
+            TransientModelError: the endpoint kept failing after the SDK's retries.
+        """
+        started = time.perf_counter()
+        temperature = self._settings.temperature if temperature is None else temperature
+        kwargs: dict[str, Any] = {} if temperature is None else {"temperature": temperature}
+        reply = await self._invoke("text", list(messages), kwargs)
+        error = reply.problem or (None if reply.text else "the model returned an empty reply")
+        if reply.finish_reason == "length" and not error:
+            error = "the reply was cut at max_tokens"
+        return TextResult(reply.text or "", error, reply.usage, reply.finish_reason, self._since(started))
+
     @staticmethod
     def _since(started: float) -> float:
         return time.perf_counter() - started
@@ -644,6 +671,10 @@ class ModelClient:
             kwargs["tool_choice"] = {"type": "function", "function": {"name": tool["function"]["name"]}}
         else:
             messages = _with_instruction(conversation, instruction)
+        return await self._invoke(mode, messages, kwargs)
+
+    async def _invoke(self, mode: Mode, messages: list[BaseMessage], kwargs: dict[str, Any]) -> _Reply:
+        """One request as it stands, its transport faults classified and counted."""
         if self._settings.verbose:
             log.info("%s %s request:\n%s", self._settings.agent, mode, self._render(messages))
         failure: Exception | None = None

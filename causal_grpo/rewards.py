@@ -576,6 +576,56 @@ def score(
     )
 
 
+NO_GRAPH = "not applicable: a text rollout has no graph"
+
+
+def score_text(
+    answer: Answer | None,
+    problem: Problem,
+    weights: RewardWeights,
+    *,
+    no_answer: str = "no answer in the reply",
+    judge_score: float | None = None,
+    proposals_r_ans: list[float] | None = None,
+    rel_tol: float = 0.05,
+) -> Rewards:
+    """All rewards of a free-text rollout (the text solver): r_ans by `answer_reward`, no r_graph.
+
+    r_logic is the judge's score alone: the deterministic checks read a graph's givens and units, so they
+    are skipped. r_total is the weighted mean of the rewards that exist (r_ans, r_logic when the judge
+    scored it, r_fusion for the critic), so the agent's ans and logic weights are renormalised to sum to 1;
+    r_graph is recorded as 0 and never counts.
+    """
+    r_ans = answer_reward(answer, problem, rel_tol=rel_tol) if answer else RewardPart(score=0.0, detail=no_answer)
+    if judge_score is None:
+        r_logic = RewardPart(score=0.0, detail="not scored: no judge, and the deterministic checks need a graph")
+    else:
+        judge = min(1.0, max(0.0, judge_score))
+        r_logic = RewardPart(
+            score=judge,
+            detail=f"judge {judge:.2f} alone; the deterministic checks need a graph and are skipped",
+            breakdown={"judge": judge},
+        )
+    detail = {"r_ans": r_ans, "r_logic": r_logic, "r_graph": RewardPart(score=0.0, detail=NO_GRAPH)}
+    pairs = [(weights.ans, r_ans.score)] + ([(weights.logic, r_logic.score)] if judge_score is not None else [])
+    r_fusion = None
+    if proposals_r_ans is not None:
+        detail["r_fusion"] = fusion_reward(proposals_r_ans, r_ans.score)
+        r_fusion = detail["r_fusion"].score
+        pairs.append((weights.fusion, r_fusion))
+    weight_sum = sum(w for w, _ in pairs)
+    if weight_sum <= 0:
+        raise ValueError("reward weights sum to zero")
+    return Rewards(
+        r_ans=r_ans.score,
+        r_logic=r_logic.score,
+        r_graph=0.0,
+        r_fusion=r_fusion,
+        r_total=sum(w * r for w, r in pairs) / weight_sum,
+        detail=detail,
+    )
+
+
 def group_std(values: list[float]) -> float:
     """Population std of a group's rewards (the specification's `calculate_std`); 0 if empty."""
     return statistics.pstdev(values) if values else 0.0

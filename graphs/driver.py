@@ -155,6 +155,8 @@ def record_results(db: Results, run: str, finished: list[tuple[ProblemOutcome, d
             experiences_seen=r["experiences_seen"],
             errors=r["errors"],
             scaffold=r["scaffold"],
+            solver=r.get("solver", "scaffold"),
+            text=r.get("text"),
             prompt_tokens=r["usage"].get("prompt_tokens", 0),
             completion_tokens=r["usage"].get("completion_tokens", 0),
         )

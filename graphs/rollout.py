@@ -1,5 +1,8 @@
 """The rollout subgraph: generate a scaffold -> compute it -> evaluate it, one branch per (generator, rollout).
 
+With the text solver (`Context.solver == "text"`) a branch is generate_text -> read_reply -> evaluate: the
+model reasons in free text, its last \\boxed{...} is read as the answer, and the judge grades the text.
+
 Compiled once and mounted as the training graph's `rollout` node; `langgraph.json` also exposes it on its own.
 """
 
@@ -10,10 +13,14 @@ from typing import Any
 
 from causal_grpo.agents.generator.node import generate
 from causal_grpo.agents.judge.node import evaluate
+from causal_grpo.agents.runtime import context_of
+from causal_grpo.agents.text_generator.node import generate_text
 from causal_grpo.graphs.state import RolloutInput, RolloutOutput, RolloutState
 from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy
 
+from causal_grpo.answers import read_answer
 from causal_grpo.computer import Computation, compute
 from causal_grpo.context import Context
 from causal_grpo.llm import TransientModelError
@@ -35,13 +42,27 @@ async def compute_scaffold(state: RolloutState) -> dict[str, Any]:
     return {"computation": computation.model_dump(mode="json")}
 
 
+async def read_reply(state: RolloutState) -> dict[str, Any]:
+    """Read the text solver's final answer from its reply (`causal_grpo.answers`); no reply reads as none."""
+    return {"read": read_answer(state.get("text") or "").model_dump(mode="json")}
+
+
+def route_solver(state: RolloutInput, runtime: Runtime[Context]) -> str:
+    """The first node of a branch: the scaffold generator, or the text generator."""
+    return "generate_text" if context_of(runtime).solver == "text" else "generate"
+
+
 def build_rollout_graph() -> StateGraph:
     """The uncompiled rollout subgraph."""
     builder = StateGraph(RolloutState, input_schema=RolloutInput, output_schema=RolloutOutput, context_schema=Context)
     builder.add_node(generate, retry_policy=MODEL_RETRY)
     builder.add_node("compute", compute_scaffold)
     builder.add_node(evaluate, retry_policy=MODEL_RETRY)
-    builder.add_edge(START, "generate")
+    builder.add_node(generate_text, retry_policy=MODEL_RETRY)
+    builder.add_node(read_reply)
+    builder.add_conditional_edges(START, route_solver, ["generate", "generate_text"])
+    builder.add_edge("generate_text", "read_reply")
+    builder.add_edge("read_reply", "evaluate")
     builder.add_edge("generate", "compute")
     builder.add_edge("compute", "evaluate")
     builder.add_edge("evaluate", END)

@@ -35,6 +35,8 @@ class Rollout(TypedDict):
     usage: dict[str, int]  # prompt_tokens, completion_tokens, calls (scaffold + judge)
     mode: str | None  # structured-output mode used
     seconds: float
+    solver: NotRequired[str]  # "text" for a free-text rollout; absent on a scaffold rollout
+    text: NotRequired[str | None]  # a text rollout's reply, as the model wrote it
 
 
 class Extraction(TypedDict):
@@ -42,7 +44,7 @@ class Extraction(TypedDict):
 
     agent: str  # the bank the group belongs to: "generator_N" or "critic"
     std: float
-    triggered: bool  # std(r_total) > tau
+    triggered: bool  # the group filter passed: std(r_total) > tau, or (mixed) 0 < mean r_ans < 1
     summaries: list[str]
     advantage: str
     operations: list[dict[str, Any]]  # ExperienceOp as JSON
@@ -95,8 +97,10 @@ class RolloutState(RolloutInput):
 
     experiences_seen: NotRequired[list[str]]
     scaffold: NotRequired[dict[str, Any] | None]
+    text: NotRequired[str | None]  # the text solver's reply
     model_error: NotRequired[str | None]
     computation: NotRequired[dict[str, Any]]
+    read: NotRequired[dict[str, Any]]  # the text solver's final answer as read (`answers.ReadAnswer`)
     usage: NotRequired[dict[str, int]]
     mode: NotRequired[str | None]
     started: NotRequired[float]

@@ -45,6 +45,8 @@ class RolloutRecord(BaseModel):
     experiences_seen: list[str] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)
     scaffold: dict[str, Any] | None = None
+    solver: str = Field(default="scaffold", description="scaffold | text: which solver wrote the rollout.")
+    text: str | None = Field(default=None, description="A text rollout's reply, as the model wrote it.")
     prompt_tokens: int = 0
     completion_tokens: int = 0
     created_at: str = Field(default_factory=utcnow)

@@ -8,16 +8,27 @@ from typing import Any
 
 from causal_grpo.agents.critic import prompts
 from causal_grpo.agents.critic.schemas import FusedAnswer
-from causal_grpo.agents.generator.node import experiences_block, unit_hint
-from causal_grpo.agents.judge.node import Judgement, judge_scaffold, make_rollout
-from causal_grpo.agents.judge.prompts import ROLLOUT_ANALYSIS_CHARS, scaffold_json
-from causal_grpo.agents.runtime import bank_snapshot, context_of
+from causal_grpo.agents.extractor.node import is_text
+from causal_grpo.agents.generator.node import experiences_block, select_experiences, unit_hint
+from causal_grpo.agents.judge.node import (
+    Judgement,
+    Provenance,
+    judge_scaffold,
+    judge_text,
+    make_rollout,
+    make_text_rollout,
+)
+from causal_grpo.agents.judge.prompts import ROLLOUT_ANALYSIS_CHARS, ROLLOUT_TEXT_CHARS, scaffold_json, tail
+from causal_grpo.agents.runtime import context_of
+from causal_grpo.agents.text_generator.node import text_unit_hint
+from causal_grpo.agents.text_generator.prompts import BOXED_RULE
 from causal_grpo.graphs.state import Rollout
-from causal_grpo.memory.bank import Selection, select_for
+from causal_grpo.memory.bank import Selection
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
 
+from causal_grpo.answers import read_answer
 from causal_grpo.computer import Computation, compute
 from causal_grpo.context import Context
 from causal_grpo.llm import client_for
@@ -47,21 +58,59 @@ def proposals_block(group: list[Rollout]) -> str:
     )
 
 
+def text_proposals_block(group: list[Rollout]) -> str:
+    """Text proposals as the critic reads them: each solution's end, its answer and judged logic."""
+    return "\n".join(
+        prompts.TEXT_PROPOSAL.format(
+            index=n,
+            answer=r["answer"] or "none",
+            r_logic=r["r_logic"],
+            errors="; ".join(r["errors"]) or "none",
+            text=tail(r.get("text") or "", ROLLOUT_TEXT_CHARS) or "none",
+        )
+        for n, r in enumerate(group, start=1)
+    )
+
+
+async def fuse_text(state: FuseInput, ctx: Context, shown: Selection) -> Rollout:
+    """The text solver's fusion: one free-text solution from the group's, read, judged and scored with r_fusion."""
+    problem = Problem.model_validate(state["problem"])
+    group = state["group"]
+    system = prompts.TEXT_SYSTEM.format(boxed_rule=BOXED_RULE, experiences=experiences_block(shown.format()))
+    user = prompts.TEXT_USER.format(
+        domain=problem.domain,
+        question=problem.text,
+        unit_hint=text_unit_hint(problem),
+        proposals=text_proposals_block(group),
+        task=prompts.TEXT_TASK,
+    )
+    started = time.time()
+    result = await client_for(ctx, "critic").text([SystemMessage(system.rstrip()), HumanMessage(user)], temperature=0.0)
+    read = read_answer(result.text)
+    return make_text_rollout(
+        agent="critic",
+        generator=state["generator"],
+        index=0,
+        problem=problem,
+        text=result.text,
+        read=read,
+        judgement=await judge_text(problem, result.text, read, ctx),
+        weights=ctx.critic_weights,
+        rel_tol=ctx.answer_rel_tol,
+        provenance=Provenance(experiences_seen=shown.ids, usage=result.usage, mode="text", started=started),
+        model_error=None if result.text else result.error,
+        proposals_r_ans=[r["r_ans"] for r in group],
+    )
+
+
 async def fuse(state: FuseInput, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Ask the critic for one fused scaffold, then compute, judge and score it."""
+    """Ask the critic for one fused scaffold (or text solution), then compute, judge and score it."""
     ctx = context_of(runtime)
     problem = Problem.model_validate(state["problem"])
     group = state["group"]
-    shown = Selection(shared=[], own=[])
-    if runtime.store is not None:
-        shown = await select_for(
-            "critic",
-            runtime.store,
-            problem.text,
-            ctx.max_experience_tokens,
-            problem_type=problem.kind,
-            snapshot=bank_snapshot(),
-        )
+    shown = await select_experiences("critic", problem, runtime)
+    if is_text(group):
+        return {"fused": [await fuse_text(state, ctx, shown)]}
     system = prompts.SYSTEM.format(experiences=experiences_block(shown.format()))
     user = prompts.USER.format(
         domain=problem.domain,

@@ -6,7 +6,7 @@ from typing import Any
 
 from causal_grpo.agents.extractor import prompts
 from causal_grpo.agents.extractor.schemas import ExperienceOps
-from causal_grpo.agents.judge.prompts import ROLLOUT_ANALYSIS_CHARS, scaffold_json
+from causal_grpo.agents.judge.prompts import ROLLOUT_ANALYSIS_CHARS, ROLLOUT_TEXT_CHARS, scaffold_json, tail
 from causal_grpo.agents.runtime import bank_snapshot, context_of
 from causal_grpo.graphs.state import Extraction, Rollout, TrainingState
 from causal_grpo.memory.bank import select_for
@@ -31,8 +31,45 @@ class GroupInput(TypedDict):
     group: list[Rollout]
 
 
+def is_text(group: list[Rollout]) -> bool:
+    """Whether a group holds text-solver rollouts (a run is one solver, so its first member says)."""
+    return bool(group) and group[0].get("solver") == "text"
+
+
+def text_rollouts_block(group: list[Rollout]) -> str:
+    """A text group as the extractor reads it, best first: each solution's end, its answer and rewards."""
+    ranked = sorted(group, key=lambda r: -r["r_total"])
+    return "\n".join(
+        prompts.TEXT_ROLLOUT.format(
+            index=r["index"] or n,
+            r_total=r["r_total"],
+            r_ans=r["r_ans"],
+            r_logic=r["r_logic"],
+            answer=r["answer"] or "none",
+            errors="; ".join(r["errors"]) or "none",
+            text=tail(r.get("text") or "", ROLLOUT_TEXT_CHARS) or "none",
+        )
+        for n, r in enumerate(ranked, start=1)
+    )
+
+
+def passes_filter(group: list[Rollout], ctx: Context) -> tuple[float, bool]:
+    """std(r_total) of the group, and whether the run's group filter lets the extractor read it.
+
+    'std': std(r_total) > tau. 'mixed' (the original Training-Free GRPO's rule): the group's mean r_ans is
+    strictly between 0 and 1, i.e. some rollouts are right and some wrong.
+    """
+    std = group_std([r["r_total"] for r in group])
+    if ctx.group_filter == "mixed":
+        mean = sum(r["r_ans"] for r in group) / len(group) if group else 0.0
+        return std, 0.0 < mean < 1.0
+    return std, std > ctx.tau
+
+
 def rollouts_block(group: list[Rollout]) -> str:
     """The group as the extractor reads it, best first, each marked `### Rollout k`, analyses cut to their end."""
+    if is_text(group):
+        return text_rollouts_block(group)
     ranked = sorted(group, key=lambda r: -r["r_total"])
     return "\n".join(
         prompts.ROLLOUT.format(
@@ -52,12 +89,12 @@ def rollouts_block(group: list[Rollout]) -> str:
 async def extract_group(
     agent: str, problem: Problem, group: list[Rollout], ctx: Context, store: BaseStore | None
 ) -> Extraction:
-    """Ask the extractor for bank operations when the group's rewards spread (std > tau)."""
-    std = group_std([r["r_total"] for r in group])
+    """Ask the extractor for bank operations when the group passes the run's filter (`passes_filter`)."""
+    std, triggered = passes_filter(group, ctx)
     extraction = Extraction(
         agent=agent,
         std=std,
-        triggered=std > ctx.tau,
+        triggered=triggered,
         summaries=[],
         advantage="",
         operations=[],
@@ -82,7 +119,8 @@ async def extract_group(
         rollouts=rollouts_block(group),
         experiences=(current.format() if current else "") or "(none yet)",
     )
-    messages = [SystemMessage(prompts.SYSTEM.format(max_ops=MAX_OPS)), HumanMessage(user)]
+    system = prompts.TEXT_SYSTEM if is_text(group) else prompts.SYSTEM
+    messages = [SystemMessage(system.format(max_ops=MAX_OPS)), HumanMessage(user)]
     result = await client_for(ctx, "extractor").structured(ExperienceOps, messages, temperature=0.0)
     extraction["usage"] = result.usage.model_dump()
     if result.value is None:

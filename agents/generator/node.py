@@ -42,22 +42,26 @@ def scaffold_messages(problem: Problem, *, style: str, experiences: str, rollout
     return [SystemMessage(system), HumanMessage(user)]
 
 
+async def select_experiences(agent: str, problem: Problem, runtime: Runtime[Context]) -> Selection:
+    """The experiences of `agent`'s bank (and the shared one) put into its prompt for this problem."""
+    if runtime.store is None:
+        return Selection(shared=[], own=[])
+    return await select_for(
+        agent,
+        runtime.store,
+        problem.text,
+        context_of(runtime).max_experience_tokens,
+        problem_type=problem.kind,
+        snapshot=bank_snapshot(),
+    )
+
+
 async def generate(state: RolloutState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Select the experiences relevant to the problem, then ask the model for a scaffold."""
     ctx = context_of(runtime)
     problem = Problem.model_validate(state["problem"])
     generator = state["generator"]
-    agent = f"generator_{generator}"
-    shown = Selection(shared=[], own=[])
-    if runtime.store is not None:
-        shown = await select_for(
-            agent,
-            runtime.store,
-            problem.text,
-            ctx.max_experience_tokens,
-            problem_type=problem.kind,
-            snapshot=bank_snapshot(),
-        )
+    shown = await select_experiences(f"generator_{generator}", problem, runtime)
     messages = scaffold_messages(
         problem,
         style=ctx.profiles[generator].style,

@@ -57,6 +57,12 @@ def train(
     generators: Annotated[str | None, typer.Option(help="Which generators run, e.g. 1,2.")] = None,
     temperature: Annotated[float | None, typer.Option(help="Overrides every generator's temperature.")] = None,
     tau: Annotated[float | None, typer.Option(help="Extract when std(r_total) of a group exceeds tau.")] = None,
+    solver: Annotated[
+        str | None, typer.Option(help="scaffold (causal graphs) | text (chain of thought ending in \\boxed{...}).")
+    ] = None,
+    group_filter: Annotated[
+        str | None, typer.Option(help="std (std(r_total) > tau) | mixed (0 < mean r_ans < 1, the original rule).")
+    ] = None,
     concurrency: Annotated[int | None, typer.Option(help="Model calls in flight, all agents together.")] = None,
     batch_size: Annotated[int, typer.Option(help="Problems in flight; their bank updates apply after each batch.")] = 4,
     epochs: Annotated[int, typer.Option(help="Passes over the dataset; banks carry over.")] = 1,
@@ -101,6 +107,8 @@ def train(
         "generators": parse_generators(generators),
         "temperature": temperature,
         "tau": tau,
+        "solver": solver,
+        "group_filter": group_filter,
         "concurrency": concurrency,
         "judge": judge,
         "fuse": fuse,

@@ -1,4 +1,4 @@
-"""What the simulator answers per request kind: scaffolds, fusions, verdicts, experience operations.
+"""What the simulator answers per request kind: scaffolds, fusions, verdicts, experience operations, text solutions.
 
 Everything here is pure (no HTTP, no clock): given a request body and a seeded RNG, it builds a
 schema-valid answer, or a deliberately malformed one when the server asks for it. Scaffolds for the
@@ -22,15 +22,18 @@ from typing import Any, Literal
 import pint
 from pydantic import BaseModel
 
+from causal_grpo.agents.critic.prompts import TEXT_TASK
 from causal_grpo.agents.critic.schemas import FusedAnswer
 from causal_grpo.agents.extractor.schemas import ExperienceOp, ExperienceOps
+from causal_grpo.agents.judge.prompts import TEXT_USER
 from causal_grpo.agents.judge.schemas import LogicVerdict
+from causal_grpo.agents.text_generator.prompts import BOXED_RULE
 from causal_grpo.formula import CONSTANTS, FUNCTIONS
 from causal_grpo.problems import Problem, load_problems
 from causal_grpo.scaffold import Node, Scaffold
 from causal_grpo.simulator.config import SimulatorConfig, StructuredMode
 
-Kind = Literal["Scaffold", "FusedAnswer", "LogicVerdict", "ExperienceOps", "chat"]
+Kind = Literal["Scaffold", "FusedAnswer", "LogicVerdict", "ExperienceOps", "TextSolution", "TextFusion", "chat"]
 SCHEMAS: dict[str, type[BaseModel]] = {
     "Scaffold": Scaffold,
     "FusedAnswer": FusedAnswer,
@@ -116,9 +119,16 @@ def message_text(body: dict[str, Any]) -> str:
 
 
 def classify(body: dict[str, Any]) -> Classified:
-    """The schema a request asks for (response_format, a forced tool, or the text marker) and its mode."""
-    marker = SCHEMA_MARKER.search(message_text(body))
+    """The schema a request asks for (response_format, a forced tool, or the text marker) and its mode.
+
+    A request without a schema that carries the text solver's rule (`BOXED_RULE`) asks for a free-text
+    solution, or, with the text critic's task, a fused one.
+    """
+    text = message_text(body)
+    marker = SCHEMA_MARKER.search(text)
     marked: Kind = marker.group(1) if marker and marker.group(1) in SCHEMAS else "chat"  # type: ignore[assignment]
+    if marked == "chat" and BOXED_RULE in text:
+        marked = "TextFusion" if TEXT_TASK in text else "TextSolution"
     tool = _requested_tool(body)
     if tool is not None:
         return Classified(kind=tool, mode="tools", schema_name=tool)
@@ -127,8 +137,8 @@ def classify(body: dict[str, Any]) -> Classified:
         name = str((response_format.get("json_schema") or {}).get("name", ""))
         return Classified(kind=name if name in SCHEMAS else marked, mode="json_schema", schema_name=name)  # type: ignore[arg-type]
     if isinstance(response_format, dict) and response_format.get("type") == "json_object":
-        return Classified(kind=marked, mode="json_object", schema_name=None if marked == "chat" else marked)
-    return Classified(kind=marked, mode="text", schema_name=None if marked == "chat" else marked)
+        return Classified(kind=marked, mode="json_object", schema_name=marked if marked in SCHEMAS else None)
+    return Classified(kind=marked, mode="text", schema_name=marked if marked in SCHEMAS else None)
 
 
 def _requested_tool(body: dict[str, Any]) -> Kind | None:
@@ -550,8 +560,22 @@ def _looks_sound(scaffold: Scaffold) -> bool:
     )
 
 
+TEXT_JUDGED = TEXT_USER.split("{text}")[0].split("\n\n")[-1]
+"""The heading of the text judge's solution section ('Solution (free text):')."""
+NO_ANSWER_READ = TEXT_USER.split("{text}")[1].split("{answer}")[0].strip() + " none"
+
+
 def logic_verdict(prompt: str, rng: random.Random) -> LogicVerdict:
-    """A score drawn high for a scaffold that looks sound, low for a broken one, middling if none is found."""
+    """A score drawn high for a scaffold that looks sound, low for a broken one, middling if none is found.
+
+    A free-text solution is graded like a scaffold: high when an answer was read from it, low when none.
+    """
+    if TEXT_JUDGED in prompt:
+        if NO_ANSWER_READ in prompt:
+            return LogicVerdict(score=round(rng.uniform(0.05, 0.45), 2), reason=f"{SIMULATED} No final answer.")
+        return LogicVerdict(
+            score=round(rng.uniform(0.7, 1.0), 2), reason=f"{SIMULATED} Each step follows from the previous ones."
+        )
     scaffold = _scaffold_in(prompt)
     if scaffold is None:
         return LogicVerdict(score=round(rng.uniform(0.3, 0.7), 2), reason=f"{SIMULATED} No scaffold found to judge.")
@@ -622,6 +646,69 @@ def fused_answer(prompt: str, problem: Problem | None, correct_rate: float, rng:
     return FusedAnswer(scaffold=scaffold, used_proposals=used, notes=notes)
 
 
+EARLIER_BOX_RATE = 0.2
+"""Share of simulated text solutions that box an intermediate result while reasoning (the last box counts)."""
+
+
+def _latex_number(value: Fraction, domain: str) -> str:
+    """A value as a model would write it: an integer or fraction exactly, a physics value to 4 digits."""
+    if domain == "math":
+        return _exact_text(value) if value.denominator == 1 else f"\\frac{{{value.numerator}}}{{{value.denominator}}}"
+    mantissa, _, exponent = f"{float(value):.4g}".partition("e")
+    return f"{mantissa} \\times 10^{{{int(exponent)}}}" if exponent else mantissa
+
+
+def _latex_unit(unit: str, rng: random.Random) -> str:
+    """A unit inside a box, in one of the ways models write it."""
+    if not unit:
+        return ""
+    if unit == "degree" and rng.random() < 0.5:
+        return "^\\circ"
+    return rng.choice((f"\\ \\mathrm{{{unit}}}", f" {unit}", f"\\,\\text{{{unit}}}"))
+
+
+def text_solution(problem: Problem | None, outcome: Outcome, rng: random.Random) -> str:
+    """A simulated chain of thought ending in a boxed answer that is right or wrong as `outcome` says.
+
+    Wrong outcomes as text: an off value (off_value, dead_node), the right value in a unit of another
+    dimension (wrong_unit, dimension_clash), no box but an "Answer:" line with an off value (cycle), or
+    no final answer at all (unknown_reference). How it is written is drawn from `variant_rng`, after
+    every draw that decides the outcome and its value.
+    """
+    reference = _as_fraction(problem.answer) if problem else None
+    domain, unit = (problem.domain, problem.unit or "") if problem else ("math", "")
+    if reference is None:
+        reference = Fraction(rng.randint(1, 999))
+    right_value = outcome in ("right", "wrong_unit", "dimension_clash")
+    value = reference if right_value else _off_value(reference, domain, rng)
+    if outcome in ("wrong_unit", "dimension_clash") and domain == "physics":
+        unit = _wrong_unit(unit, rng)
+    variants = variant_rng(rng)
+    steps = variants.sample(TEXT_STEPS, variants.randint(2, len(TEXT_STEPS)))
+    lines = [f"{SIMULATED} Step-by-step solution of a {problem_type(problem).replace('_', ' ')} problem."]
+    for case in range(1, 1 + variants.choice((1, 1, 1, 3, 8))):
+        lines.extend(f"Case {case}, step {i}: {step}" for i, step in enumerate(steps, start=1))
+    if variants.random() < EARLIER_BOX_RATE:
+        part = _latex_number(reference * Fraction(variants.randint(2, 9), 10), domain)
+        lines.insert(2, f"An intermediate result: \\boxed{{{part}}}, which is not yet the answer.")
+    shown = _latex_number(value, domain)
+    if outcome == "cycle":
+        lines.append(f"Answer: {shown} {unit}".rstrip())
+    elif outcome != "unknown_reference":
+        lines.append(f"Therefore the answer is \\boxed{{{shown}{_latex_unit(unit, variants)}}}.")
+    return "\n".join(lines)
+
+
+TEXT_STEPS = (
+    "Write down each number the problem states, with its unit.",
+    "Relate the stated quantities by the governing law or identity.",
+    "Solve the relation for the quantity asked for.",
+    "Substitute the numbers and simplify carefully.",
+    "Check the result's unit and order of magnitude.",
+    "Consider the cases the problem allows and keep the valid one.",
+)
+
+
 def answer(
     classified: Classified, prompt: str, config: SimulatorConfig, rng: random.Random, index: ProblemIndex
 ) -> BaseModel | str:
@@ -631,6 +718,10 @@ def answer(
     if classified.kind == "LogicVerdict":
         return logic_verdict(prompt, rng)
     problem = index.find(prompt)
+    if classified.kind == "TextSolution":
+        return text_solution(problem, draw_outcome(problem, config.correct_rate, rng), rng)
+    if classified.kind == "TextFusion":
+        return text_solution(problem, draw_outcome(problem, config.effective_fusion_correct_rate, rng), rng)
     if classified.kind == "Scaffold":
         return build_scaffold(problem, draw_outcome(problem, config.correct_rate, rng), rng)
     if classified.kind == "FusedAnswer":
@@ -668,7 +759,7 @@ def render(
             text = json.dumps(WRONG_SCHEMA[classified.kind])
         elif malformation == "truncated":
             text, finish = text[: len(text) // 2], "length"
-    structured = classified.kind != "chat"
+    structured = classified.kind in SCHEMAS
     if classified.mode == "text" and structured and malformation != "not_json" and rng.random() < fence_rate:
         text = f"Here is the {classified.kind}.\n\n```json\n{text}\n```\n\nEach value follows from the problem."
     if max_tokens is not None and estimate_tokens(text) > max_tokens:

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from causal_grpo.simulator.config import SimulatorConfig
 from causal_grpo.simulator.responders import (
+    SCHEMAS,
     Classified,
     Malformation,
     Rendered,
@@ -275,7 +276,7 @@ async def _answer(sim: Simulator, body: dict[str, Any], classified: Classified) 
         return _DroppedResponse()
     if fault == "timeout":
         await asyncio.sleep(config.hang_s)
-    malformation = sim.draw_malformation() if classified.kind != "chat" else None
+    malformation = sim.draw_malformation() if classified.kind in SCHEMAS else None
     if malformation is not None:
         sim.malformed[malformation] += 1
     prompt = message_text(body)
