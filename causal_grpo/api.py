@@ -53,6 +53,8 @@ async def atrain(
     if fleet and not postgres:
         raise UnsupportedBackend("a fleet run needs a PostgreSQL database: db='postgresql://...'")
     if postgres if fleet is None else fleet:
+        if ctx.review or ctx.accept_minibatch:
+            raise UnsupportedBackend("review and minibatch acceptance run in one process: pass --no-fleet")
         from causal_grpo.fleet import fleet_train  # the postgres extra
 
         return await fleet_train(

@@ -141,6 +141,10 @@ def problem_lines(state: dict[str, Any], epoch: int, stage: str = "all") -> dict
         "reference": problem["answer"],
     }
     extractions = {e["agent"]: e for e in state.get("extractions", [])}
+    # a review's rejections and edits, per bank (none when every operation was approved, or without review)
+    reviewed: dict[str, list[dict[str, Any]]] = {}
+    for decision in (state.get("learned") or {}).get("reviewed", []):
+        reviewed.setdefault(decision["agent"], []).append(decision)
     out: dict[str, dict[str, Any]] = {}
     generators = sorted({r["generator"] for r in state["rollouts"]}) if stage != "critic" else []
     for g in generators:
@@ -151,7 +155,7 @@ def problem_lines(state: dict[str, Any], epoch: int, stage: str = "all") -> dict
             "rollouts": group,
             "group": group_summary(group),
             "extraction": extractions.get(agent),
-        }
+        } | ({"review": reviewed[agent]} if agent in reviewed else {})
     fused = sorted(state.get("fused", []), key=lambda r: r["generator"])
     if fused:
         out["critic_results.jsonl"] = {
@@ -161,7 +165,7 @@ def problem_lines(state: dict[str, Any], epoch: int, stage: str = "all") -> dict
             "extraction": extractions.get("critic"),
             "final_answer": state.get("final_answer"),
             "final_correct": state.get("final_correct", False),
-        }
+        } | ({"review": reviewed["critic"]} if "critic" in reviewed else {})
     return out
 
 

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from causal_grpo.graphs.training import build_training_graph
 from causal_grpo.memory.bank import ExperienceBank
 from causal_grpo.memory.results import ProblemRecord, Results, RolloutRecord, open_results
+from causal_grpo.memory.review import ReviewRequest, save_pending, stored_resume
 from causal_grpo.memory.schemas import BANKS, Experience
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore, GetOp, PutOp
-from langgraph.types import StateSnapshot
+from langgraph.types import Command, Interrupt, StateSnapshot
 from pydantic import BaseModel, Field
 
 from causal_grpo.context import Context
@@ -96,7 +97,8 @@ class ProblemOutcome(BaseModel):
     id: str
     epoch: int
     dataset: str
-    status: str  # "done" (finished by this start), "earlier" (finished by an earlier start), "failed"
+    status: str  # "done" (finished by this start), "earlier" (finished by an earlier start), "failed",
+    # "review" (paused at its bank update until its operations are reviewed)
     final_answer: str | None = None
     final_correct: bool = False
     accuracy: dict[str, float] = Field(default_factory=dict)  # per agent: share of correct rollouts
@@ -109,6 +111,7 @@ class ProblemOutcome(BaseModel):
     losses: int = 0  # fused wrong where one of its proposals was right
     error: str | None = None
     bank_sizes: dict[str, int] = Field(default_factory=dict)  # live experiences after the problem's batch
+    pending_review: int = 0  # operations waiting for a decision (status "review")
 
 
 class TrainingResult(BaseModel):
@@ -123,11 +126,12 @@ class TrainingResult(BaseModel):
     bank_sizes: dict[str, int] = Field(default_factory=dict)
     faults: dict[str, Any] = Field(default_factory=dict)  # this start's, as `llm.fault_counts` counts them
     seconds: float = 0.0
+    pending_review: int = 0  # operations waiting for review; the run stopped after the batch that has them
 
     @property
     def accuracy(self) -> float:
         """Share of problems whose final answer was right."""
-        done = [p for p in self.problems if p.status != "failed"]
+        done = [p for p in self.problems if p.status not in ("failed", "review")]
         return sum(p.final_correct for p in done) / len(done) if done else 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -271,10 +275,34 @@ class Driver:
         )
 
     async def learn(self, epoch: int, problem: Problem) -> dict[str, Any]:
-        """Apply a problem's bank update (if not applied yet) and return its finished state."""
+        """Apply a problem's bank update (if not applied yet) and return its finished state.
+
+        Under review, a thread paused at its interrupt is resumed with `Command(resume=...)` once every one of
+        its operations has a stored decision; a thread that pauses (or stays paused) returns its state with the
+        pending interrupts under `__interrupt__`, its operations kept in the store for `causal-grpo review`.
+        """
         # Resuming a thread stopped before `learn` runs it; resuming a finished one runs nothing and writes no
         # checkpoint. Either way the result is the graph's output, which holds all the exports and rows read.
-        return await self.graph.ainvoke(None, self._config(epoch, problem), context=self.context)
+        config = self._config(epoch, problem)
+        command: Command | None = None
+        if self.context.review:
+            snapshot = await self.graph.aget_state(config)
+            if snapshot.interrupts:
+                request = await self._keep_review(config, snapshot.interrupts)
+                resume = await stored_resume(self.store, request)
+                if resume is None:
+                    return {**snapshot.values, "__interrupt__": list(snapshot.interrupts)}
+                command = Command(resume=resume.model_dump(mode="json"))
+        state = await self.graph.ainvoke(command, config, context=self.context)
+        if state.get("__interrupt__"):
+            await self._keep_review(config, state["__interrupt__"])
+        return state
+
+    async def _keep_review(self, config: dict[str, Any], interrupts: Sequence[Interrupt]) -> ReviewRequest:
+        """Keep a paused thread's proposed operations in the store (once) and return its request."""
+        request = ReviewRequest.model_validate(interrupts[0].value)
+        await save_pending(self.store, config["configurable"]["thread_id"], request)
+        return request
 
     async def learn_batch(self, epoch: int, problems: list[Problem]) -> list[dict[str, Any]]:
         """Apply the bank updates of a batch's problems one at a time, in the order given (dataset order)."""
@@ -312,6 +340,12 @@ class Driver:
                 before = await self._recorded(epoch, batch)
                 phases = await self.until_learn_batch(epoch, batch)
                 finished = await self._finish(epoch, batch, phases)
+                result.pending_review += sum(o.pending_review for o, _ in finished)
+                if result.pending_review:
+                    # the batch is written once whole (its lines in batch order, its bank sizes as it left them)
+                    for (outcome, _), had in zip(finished, before, strict=True):
+                        self._report(result, outcome, had)
+                    return
                 banks = await self._banks()
                 if self.exporter is not None or self.results is not None:
                     done = [(o, s) for o, s in finished if s is not None]
@@ -319,13 +353,18 @@ class Driver:
                 sizes = await self._batch_sizes(epoch, [o for o, _ in finished], banks)
                 for (outcome, _), had in zip(finished, before, strict=True):
                     outcome.bank_sizes = sizes.get(outcome.id, {})
-                    if outcome.status == "done":
-                        outcome.usage_this_start = usage_minus(outcome.usage, had)
-                    if outcome.status != "failed":
-                        result.usage = result.usage + outcome.usage
-                        result.usage_this_start = result.usage_this_start + outcome.usage_this_start
-                    result.problems.append(outcome)
-                    self.on_problem(outcome)
+                    self._report(result, outcome, had)
+
+    def _report(self, result: TrainingResult, outcome: ProblemOutcome, had: Usage) -> None:
+        """Count a problem's usage into the run's and announce it."""
+        if outcome.status in ("done", "review"):
+            outcome.usage_this_start = usage_minus(outcome.usage, had)
+        if outcome.status in ("done", "earlier"):
+            result.usage = result.usage + outcome.usage
+        if outcome.status != "failed":
+            result.usage_this_start = result.usage_this_start + outcome.usage_this_start
+        result.problems.append(outcome)
+        self.on_problem(outcome)
 
     async def _recorded(self, epoch: int, batch: list[Problem]) -> list[Usage]:
         """The usage each problem's thread held before this start worked on it (so this start's share is known)."""
@@ -370,6 +409,13 @@ class Driver:
         for problem, phase in zip(batch, phases, strict=True):
             if isinstance(phase, str):
                 state = next(states)
+                if state.get("__interrupt__"):
+                    paused = outcome_of(state, epoch, "review")
+                    paused.pending_review = len(
+                        ReviewRequest.model_validate(state["__interrupt__"][0].value).operations
+                    )
+                    finished.append((paused, None))
+                    continue
                 finished.append((outcome_of(state, epoch, "earlier" if phase == "finished" else "done"), state))
             else:
                 error = _one_line(phase)

@@ -18,9 +18,10 @@ from causal_grpo.graphs.final import choose_final
 from causal_grpo.graphs.rollout import MODEL_RETRY, build_rollout_graph
 from causal_grpo.graphs.state import InputState, OutputState, Rollout, RolloutInput, TrainingState
 from causal_grpo.memory.learning import apply_learning
+from causal_grpo.memory.review import ReviewResume, deviations, review_request, reviewed_extractions
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Send
+from langgraph.types import Send, interrupt
 
 from causal_grpo.context import Context
 
@@ -72,18 +73,32 @@ def decide(state: TrainingState) -> dict[str, Any]:
 
 
 async def learn(state: TrainingState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Apply the proposed bank operations and the experience counters, idempotently."""
+    """Apply the proposed bank operations and the experience counters, idempotently.
+
+    Under review (`Context.review`), a problem that proposes an add, modify or delete first pauses here with
+    `interrupt(ReviewRequest)`; the `Command(resume=...)` value decides each operation (`memory.review`).
+    Nothing is written before the interrupt, so the node's rerun on resume starts from the same state.
+    """
     if runtime.store is None:
         return {"learned": {"skipped": "no store"}}
     ctx = context_of(runtime)
+    extractions, rejected, changed = state.get("extractions", []), None, None
+    request = review_request(ctx.run, state) if ctx.review else None
+    if request is not None:
+        resume = ReviewResume.parse(interrupt(request.model_dump(mode="json")), request)
+        extractions, rejected = reviewed_extractions(extractions, request, resume)
+        changed = deviations(resume, request)
     learned = await apply_learning(
         runtime.store,
         run=ctx.run,
         epoch=state.get("epoch", 1),
         problem=state["problem"],
-        extractions=state.get("extractions", []),
+        extractions=extractions,
         rollouts=[*state["rollouts"], *state.get("fused", [])],
+        rejected=rejected,
     )
+    if changed:
+        learned["reviewed"] = changed
     return {"learned": learned}
 
 

@@ -38,7 +38,7 @@ from functools import partial
 from typing import Any, Literal
 
 from causal_grpo.agents.extractor.schemas import ExperienceOp
-from causal_grpo.memory.ops import ApplyResult, PlannedOp, apply_planned, check_content
+from causal_grpo.memory.ops import REJECTED_REASON, ApplyResult, PlannedOp, apply_planned, check_content
 from causal_grpo.memory.schemas import (
     Edit,
     Experience,
@@ -366,11 +366,16 @@ class BankUpdate:
     problem_text: str = ""
     answer: str | None = None
     unit: str | None = None
+    rejected: frozenset[int] = frozenset()  # indexes of operations a reviewer rejected: journaled, never applied
 
     def add_banks(self) -> list[str]:
         """The banks this update's adds go to, in order."""
         return list(
-            dict.fromkeys("shared" if op.scope == "shared" else self.agent for op in self.ops if op.op == "add")
+            dict.fromkeys(
+                "shared" if op.scope == "shared" else self.agent
+                for index, op in enumerate(self.ops)
+                if op.op == "add" and index not in self.rejected
+            )
         )
 
 
@@ -394,6 +399,12 @@ def _plan(
     plan = []
     for index, op in enumerate(update.ops):
         planned = PlannedOp(index=index, op=op.op, status="applied", category=op.category, problem_type=op.problem_type)
+        if index in update.rejected:
+            planned.status, planned.reason = "rejected", REJECTED_REASON
+            planned.id, planned.content = (op.id or "").strip() or None, op.content
+            planned.bank = ("shared" if op.scope == "shared" else update.agent) if op.op == "add" else None
+            plan.append(planned)
+            continue
         if op.op == "add":
             bank = planned.bank = "shared" if op.scope == "shared" else update.agent
             planned.content, reason = checked(op.content)

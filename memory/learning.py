@@ -6,6 +6,7 @@ a problem's learning twice, as a resumed thread may, changes nothing the second 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Set
 from typing import Any
 
 from causal_grpo.agents.extractor.schemas import ExperienceOp
@@ -21,8 +22,13 @@ async def apply_learning(
     problem: dict[str, Any],
     extractions: list[dict[str, Any]],
     rollouts: list[dict[str, Any]],
+    rejected: Mapping[str, Set[int]] | None = None,
 ) -> dict[str, Any]:
-    """Apply the extractions' operations (together, as if agent by agent in name order), then count the uses."""
+    """Apply the extractions' operations (together, as if agent by agent in name order), then count the uses.
+
+    `rejected` names, per agent, the operations a reviewer rejected: they go into the journal as rejected and
+    are never applied.
+    """
     key = f"{run}:{epoch}:{problem['id']}"
     proposing = sorted((e for e in extractions if e["operations"]), key=lambda e: e["agent"])
     results = await apply_updates(
@@ -37,6 +43,7 @@ async def apply_learning(
                 problem_text=problem["text"],
                 answer=problem["answer"],
                 unit=problem.get("unit"),
+                rejected=frozenset((rejected or {}).get(e["agent"], ())),
             )
             for e in proposing
         ],

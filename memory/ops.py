@@ -21,6 +21,7 @@ from pydantic import BaseModel
 MAX_CONTENT_CHARS = 400
 COPIED_WORDS = 8
 COPIED_CHARS = 60
+REJECTED_REASON = "rejected in review"  # an operation a reviewer rejected: in the journal, never applied
 
 Status = Literal["applied", "kept", "ignored", "rejected"]
 

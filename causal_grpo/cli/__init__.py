@@ -54,6 +54,11 @@ COMMANDS: dict[str, Entry] = {
         "`causal-grpo experiences`: list, show, export, import, prune, diff and roll back the experience banks of a "
         "run.",
     ),
+    "review": Entry(
+        "causal_grpo.cli.review",
+        "review",
+        "Review the bank operations a `train --review` run paused on: list them, approve, edit or reject them.",
+    ),
     "local-model": Entry(
         "causal_grpo.cli.local_model",
         "app",

@@ -23,6 +23,7 @@ from causal_grpo.cli.common import (
     model_line,
     parse_generators,
 )
+from causal_grpo.cli.review import parse_acceptance, review_hint
 from causal_grpo.errors import CausalGrpoError
 from causal_grpo.problems import load_problems
 
@@ -90,6 +91,16 @@ def train(
     local_worker: Annotated[bool, typer.Option(help="In a fleet run, also work in this process.")] = True,
     config: Annotated[Path | None, typer.Option(help="Optional config file (JSON or TOML).")] = None,
     verbose: Annotated[bool, typer.Option(help="Log prompts, responses and each retry with its cause.")] = False,
+    review: Annotated[
+        bool, typer.Option("--review", help="Pause each bank update for `causal-grpo review`; exits 3 while some wait.")
+    ] = False,
+    accept_updates: Annotated[
+        str | None,
+        typer.Option(help="minibatch:K: keep a batch's bank edits only if K seen problems do not get worse."),
+    ] = None,
+    accept_margin: Annotated[
+        float | None, typer.Option(help="With --accept-updates: how much lower the mean r_total may be.")
+    ] = None,
 ) -> None:
     """Train: generators -> compute -> evaluate -> extract -> fuse, one checkpointed thread per problem."""
     # the library (LangGraph, LangChain, the model client) loads only when a run starts, not for `--help`
@@ -116,6 +127,9 @@ def train(
         "max_experience_tokens": max_experience_tokens,
         "seed": seed,
         "verbose": verbose or None,
+        "review": review or None,
+        "accept_minibatch": parse_acceptance(accept_updates),
+        "accept_margin": accept_margin,
     }
     try:
         ctx = resolve_context(flags, config)
@@ -176,3 +190,6 @@ def train(
     console.print(f"exports in {folder}")
     if failed:
         raise typer.Exit(1)
+    if result.pending_review:
+        console.print(review_hint(result.pending_review, ctx.run, home, db), highlight=False)
+        raise typer.Exit(3)
