@@ -11,6 +11,7 @@ from langgraph.store.base import BaseStore
 
 from causal_grpo.context import Context
 from causal_grpo.graphs.driver import Driver, ProblemOutcome, TrainingResult
+from causal_grpo.memory.acceptance import BatchDecision
 from causal_grpo.memory.backends import POSTGRES_SCHEMES, UnsupportedBackend, open_backends, pool_size_for
 from causal_grpo.problems import Problem, load_problems
 
@@ -37,6 +38,7 @@ async def atrain(
     epochs: int = 1,
     batch_size: int = 4,
     on_problem: Callable[[ProblemOutcome], None] | None = None,
+    on_batch: Callable[[BatchDecision], None] | None = None,
 ) -> TrainingResult:
     """Train on a dataset; see `train`."""
     ctx = context or Context()
@@ -45,7 +47,9 @@ async def atrain(
     )
     folder = run_dir(home, ctx.run) if home is not None else None
     if store is not None and checkpointer is not None:
-        driver = Driver(ctx, store=store, checkpointer=checkpointer, run_dir=folder, on_problem=on_problem)
+        driver = Driver(
+            ctx, store=store, checkpointer=checkpointer, run_dir=folder, on_problem=on_problem, on_batch=on_batch
+        )
         return await driver.run(problems, epochs=epochs, batch_size=batch_size)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -78,6 +82,7 @@ async def atrain(
             run_dir=folder,
             on_problem=on_problem,
             results=db if postgres else None,
+            on_batch=on_batch,
         )
         return await driver.run(problems, epochs=epochs, batch_size=batch_size)
 
@@ -92,6 +97,6 @@ def train(dataset: str | Path | list[Problem] = "full", **kwargs: object) -> Tra
             also holds the result tables), fleet (queue the run's problems and bank updates as jobs in that
             PostgreSQL database for `causal-grpo worker`s; default: whenever `db` is PostgreSQL),
             local_worker (a fleet run also works in this process), max_problems, start_problem, epochs,
-            batch_size, on_problem.
+            batch_size, on_problem, on_batch (hears each batch's acceptance decision).
     """
     return asyncio.run(atrain(dataset, **kwargs))  # type: ignore[arg-type]

@@ -161,6 +161,7 @@ def train(
                     epochs=epochs,
                     batch_size=batch_size,
                     on_problem=reporter,
+                    on_batch=lambda decision: console.print(decision.line(), highlight=False, markup=False),
                 )
             )
     except CausalGrpoError as exc:
