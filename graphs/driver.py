@@ -15,12 +15,22 @@ already have writes) and still has every node to run (`thread_phase`).
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from causal_grpo.graphs.training import build_training_graph
+from causal_grpo.graphs.training import build_training_graph, build_trial_graph
+from causal_grpo.memory.acceptance import (
+    AcceptanceRecord,
+    BatchDecision,
+    load,
+    record_key,
+    restore_banks,
+    save,
+    snapshot_banks,
+)
 from causal_grpo.memory.bank import ExperienceBank
 from causal_grpo.memory.results import ProblemRecord, Results, RolloutRecord, open_results
 from causal_grpo.memory.review import ReviewRequest, save_pending, stored_resume
@@ -127,6 +137,7 @@ class TrainingResult(BaseModel):
     faults: dict[str, Any] = Field(default_factory=dict)  # this start's, as `llm.fault_counts` counts them
     seconds: float = 0.0
     pending_review: int = 0  # operations waiting for review; the run stopped after the batch that has them
+    acceptance: list[BatchDecision] = Field(default_factory=list)  # per batch, with --accept-updates
 
     @property
     def accuracy(self) -> float:
@@ -230,13 +241,19 @@ class Driver:
         run_dir: Path | None = None,
         on_problem: Callable[[ProblemOutcome], None] | None = None,
         results: str | Path | None = None,
+        on_batch: Callable[[BatchDecision], None] | None = None,
     ) -> None:
-        """`results` is where the result rows go (a PostgreSQL URL or a file); default `<run_dir>/results.db`."""
+        """`results` is where the result rows go (a PostgreSQL URL or a file); default `<run_dir>/results.db`.
+
+        `on_batch` hears each batch's acceptance decision (with `Context.accept_minibatch`).
+        """
         self.context = context
         self.store = store
         self.run_dir = run_dir
         self.on_problem = on_problem or (lambda _: None)
+        self.on_batch = on_batch or (lambda _: None)
         self.graph = build_training_graph().compile(checkpointer=checkpointer, store=store)
+        self.trial = build_trial_graph().compile(checkpointer=checkpointer, store=store)
         target = results or (run_dir / "results.db" if run_dir is not None else None)
         self.results = open_results(target) if target is not None else None
         self.exporter = Exporter(run_dir) if run_dir is not None else None
@@ -338,6 +355,10 @@ class Driver:
             for start in range(0, len(problems), batch_size):
                 batch = problems[start : start + batch_size]
                 before = await self._recorded(epoch, batch)
+                trial = None
+                if self.context.accept_minibatch:
+                    seen = problems if epoch > 1 else problems[:start]
+                    trial = await self._trial_before(epoch, start // batch_size + 1, batch, seen, problems)
                 phases = await self.until_learn_batch(epoch, batch)
                 finished = await self._finish(epoch, batch, phases)
                 result.pending_review += sum(o.pending_review for o, _ in finished)
@@ -346,6 +367,10 @@ class Driver:
                     for (outcome, _), had in zip(finished, before, strict=True):
                         self._report(result, outcome, had)
                     return
+                if trial is not None:
+                    decision = await self._trial_after(trial, problems)
+                    result.acceptance.append(decision)
+                    self.on_batch(decision)
                 banks = await self._banks()
                 if self.exporter is not None or self.results is not None:
                     done = [(o, s) for o, s in finished if s is not None]
@@ -354,6 +379,79 @@ class Driver:
                 for (outcome, _), had in zip(finished, before, strict=True):
                     outcome.bank_sizes = sizes.get(outcome.id, {})
                     self._report(result, outcome, had)
+
+    async def _trial_before(
+        self, epoch: int, batch: int, problems: list[Problem], seen: list[Problem], everything: list[Problem]
+    ) -> AcceptanceRecord | None:
+        """Start (or find) a batch's trial: draw its problems, snapshot the banks, answer with them as they are.
+
+        None for a batch with no trial that some problem already passed `learn` in (a start without acceptance
+        applied its edits): there is no snapshot from before them to compare with or roll back to.
+        """
+        key = record_key(self.context.run, epoch, batch)
+        record = await load(self.store, key)
+        if record is None:
+            snapshots = await asyncio.gather(*(self.graph.aget_state(self._config(epoch, p)) for p in problems))
+            if any(thread_phase(s) == "finished" for s in snapshots):
+                return None
+            k = self.context.accept_minibatch or 1
+            unique = list({p.id: p for p in seen}.values())
+            pool, drawn = (unique, "seen") if len(unique) >= k else (problems, "batch")
+            chosen = random.Random(f"{self.context.seed}:{epoch}:{batch}").sample(pool, min(k, len(pool)))
+            record = AcceptanceRecord(
+                run=self.context.run,
+                epoch=epoch,
+                batch=batch,
+                k=k,
+                problems=[p.id for p in chosen],
+                drawn_from=drawn,
+                margin=self.context.accept_margin,
+                snapshot=await snapshot_banks(self.store),
+            )
+            await save(self.store, key, record)  # before the batch's first bank edit
+        if record.before_mean is None:
+            mean, usage = await self._answer(record, "before", everything)
+            record = record.model_copy(update={"before_mean": mean, "usage_before": usage, "status": "after"})
+            await save(self.store, key, record)
+        return record
+
+    async def _trial_after(self, record: AcceptanceRecord, everything: list[Problem]) -> BatchDecision:
+        """Answer the trial with the batch's edits, decide once, and roll the edits back if they did worse."""
+        key = record_key(self.context.run, record.epoch, record.batch)
+        if record.status in ("before", "after"):
+            mean, usage = await self._answer(record, "after", everything)
+            record = record.model_copy(update={"after_mean": mean, "usage_after": usage})
+            record = record.decide(record.before_mean or 0.0, mean)
+            await save(self.store, key, record)  # the decision, before anything is rolled back
+        if record.status == "deciding":
+            if record.decision == "rollback":
+                await restore_banks(self.store, record.snapshot)  # one abatch, idempotent
+            record = record.model_copy(update={"status": "decided"})
+            await save(self.store, key, record)
+        return record.decision_only()
+
+    async def _answer(self, record: AcceptanceRecord, side: str, everything: list[Problem]) -> tuple[float, Usage]:
+        """The trial's problems answered with the banks as they are: mean r_total over rollouts and fusions."""
+        by_id = {p.id: p for p in everything}
+        context = self.context.model_copy(update={"stage": "all", "review": False})
+
+        async def one(problem: Problem, rank: int) -> dict[str, Any]:
+            problem_rank.set(rank)
+            tid = f"{self.context.run}:{record.epoch}:accept:{record.batch}:{side}:{problem.id}"
+            config = {"configurable": {"thread_id": tid}}
+            snapshot = await self.trial.aget_state(config)
+            phase = thread_phase(snapshot)
+            if phase == "finished":
+                return dict(snapshot.values)
+            payload = {"problem": problem.model_dump(mode="json"), "epoch": record.epoch} if phase == "new" else None
+            return await self.trial.ainvoke(payload, config, context=context)
+
+        states = await asyncio.gather(*(one(by_id[i], rank) for rank, i in enumerate(record.problems)))
+        totals = [r["r_total"] for s in states for r in [*s.get("rollouts", []), *s.get("fused", [])]]
+        usage = Usage()
+        for state in states:
+            usage = usage + usage_of_state(state)
+        return (sum(totals) / len(totals) if totals else 0.0), usage
 
     def _report(self, result: TrainingResult, outcome: ProblemOutcome, had: Usage) -> None:
         """Count a problem's usage into the run's and announce it."""

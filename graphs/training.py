@@ -123,4 +123,30 @@ def build_training_graph() -> StateGraph:
     return builder
 
 
+def send_fusions(state: TrainingState, runtime: Runtime[Context]) -> list[Send] | str:
+    """The critic's fusion of each generator's group, when the run fuses; else the end."""
+    ctx = context_of(runtime)
+    groups_ = [(g, group_of(state["rollouts"], g)) for g in ctx.generators] if ctx.fuse else []
+    sends = [
+        Send("fuse", FuseInput(problem=state["problem"], generator=g, group=group)) for g, group in groups_ if group
+    ]
+    return sends or END
+
+
+def build_trial_graph() -> StateGraph:
+    """A problem answered without learning: rollouts, then fusion. It reads the banks and never writes them.
+
+    Minibatch acceptance (`Context.accept_minibatch`) answers problems with it before and after a batch's edits.
+    """
+    builder = StateGraph(TrainingState, input_schema=InputState, output_schema=OutputState, context_schema=Context)
+    builder.add_node("rollout", build_rollout_graph().compile(checkpointer=False))
+    builder.add_node(groups)
+    builder.add_node(fuse, input_schema=FuseInput, retry_policy=MODEL_RETRY)
+    builder.add_conditional_edges(START, send_rollouts, ["rollout", "groups"])
+    builder.add_edge("rollout", "groups")
+    builder.add_conditional_edges("groups", send_fusions, ["fuse", END])
+    builder.add_edge("fuse", END)
+    return builder
+
+
 graph = build_training_graph().compile(name="causal-grpo-train")
