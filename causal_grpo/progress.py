@@ -108,7 +108,8 @@ class ProgressReporter:
         else:
             final = "[green]✓[/]" if outcome.final_correct else "[red]✗[/]"
             banks = " ".join(f"{BANK_LABELS[b]}:{n}" for b, n in outcome.bank_sizes.items())
-            earlier = " (finished earlier)" if outcome.status == "earlier" else ""
+            notes = {"earlier": " (finished earlier)", "review": f" ({outcome.pending_review} op(s) wait for review)"}
+            earlier = notes.get(outcome.status, "")
             fusion = f"  rescues {outcome.rescues} losses {outcome.losses}" if "critic" in outcome.accuracy else ""
             answer = f"final {final} {outcome.final_answer}"
             line = f"{outcome.id}{earlier}  {verdicts(outcome)}{fusion}  {answer}  banks {banks}"
