@@ -718,6 +718,31 @@ def _experiences_section(banks: dict[str, list[Experience]]) -> str:
     return "<h2>Experiences</h2>" + ("".join(parts) or _note("no experiences learned yet"))
 
 
+def _acceptance_section(summary: dict[str, Any]) -> str:
+    """Each batch's minibatch acceptance decision (`train --accept-updates`), from result.json."""
+    decisions = [d for d in summary.get("acceptance") or [] if isinstance(d, dict)]
+    if not decisions:
+        return ""
+    rows = [
+        (
+            f"{d.get('epoch')}.{d.get('batch')}",
+            d.get("decision"),
+            f"{d.get('before_mean') or 0:.3f}",
+            f"{d.get('after_mean') or 0:.3f}",
+            f"{len(d.get('problems') or [])} {d.get('drawn_from', '')}",
+            d.get("margin"),
+            (d.get("usage") or {}).get("calls", 0),
+        )
+        for d in decisions
+    ]
+    header = ("batch", "decision", "mean before", "mean after", "K problems", "margin", "trial calls")
+    return (
+        "<h2>Minibatch acceptance</h2><p>Each batch's bank edits were kept only if the mean r_total of the "
+        "trial problems with them was not lower than without by more than the margin.</p>"
+        + _table(header, rows, numeric=(2, 3, 5, 6))
+    )
+
+
 def render_page(data: RunData, figures: dict[str, str], tallies: list[CriticTally]) -> str:
     """The HTML page; `figures` maps a section to its figure's HTML (absent: the section shows a note)."""
     model = data.summary.get("model")
@@ -751,6 +776,7 @@ def render_page(data: RunData, figures: dict[str, str], tallies: list[CriticTall
             "Loss: the fused answer is wrong where one of them was right.",
         ),
         _evaluation_section(data.evaluations, figures.get("evaluations", "")),
+        _acceptance_section(data.summary),
         _experiences_section(data.banks),
         _problems_section(data, tallies) if data.steps else "",
     ]

@@ -11,6 +11,7 @@ from causal_grpo.memory.backends import open_backends
 
 from causal_grpo.api import atrain
 from causal_grpo.problems import load_problems
+from causal_grpo.report import _acceptance_section as acceptance_section
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -62,6 +63,9 @@ async def test_kept_edits_are_those_of_the_plain_run_and_each_decision_is_record
     )
     summary = result.to_dict()["acceptance"]
     assert summary[0]["decision"] == "keep" and summary[0]["usage"]["calls"] == first.usage.calls
+    assert "Minibatch acceptance" in acceptance_section(result.to_dict()) and "keep" in acceptance_section(
+        result.to_dict()
+    )
 
 
 async def test_a_rolled_back_batch_leaves_the_banks_exactly_as_before_it_even_after_a_crash(
