@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-_CHECK_EVERY = 256
+_CHECK_EVERY = 32
 _local = threading.local()
 
 

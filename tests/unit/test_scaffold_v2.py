@@ -223,6 +223,15 @@ ADVERSARIAL = [
     ),
     pytest.param([d("t", "prime(10**9)")], "limit", "prime index too large in t", id="prime-10^9"),
     pytest.param(
+        [
+            g("n", "3000000000000000000000028000000000000000000000049"),
+            d("t", "divisor_count(n)"),
+        ],  # two 25-digit primes
+        "limit",
+        "divisor_count stopped at the time limit in t",
+        id="factoring-stops-at-the-time-limit",
+    ),
+    pytest.param(
         [g("a", "0"), g("b", "1"), d("t", "integrate(sin(x**x**x) * exp(cos(x**x)), x, a, b)")],
         None,
         "",
