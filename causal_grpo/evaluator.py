@@ -209,12 +209,7 @@ class Evaluator:
             used = self.budget.used
             try:
                 value = iterate(expr.func, lambda k: fast({**env, expr.var: k}), start, stop, self.budget)
-                return Quantity(
-                    sympy.Rational(value.numerator, value.denominator)
-                    if not isinstance(value, bool)
-                    else sympy.Integer(value),
-                    self.pure,
-                )
+                return Quantity(sympy.Rational(int(value.numerator), int(value.denominator)), self.pure)
             except (NotFast, KeyError):  # a value the fast path cannot hold: start again with sympy
                 self.budget.used = used
         return self._iterate_exactly(expr, start, stop)
