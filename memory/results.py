@@ -96,6 +96,36 @@ class EvalRecord(BaseModel):
     created_at: str = Field(default_factory=utcnow)
 
 
+class ArmEvalRecord(BaseModel):
+    """One arm on one dataset of one `eval`: its Mean@k and Pass@k with 95% intervals, its comparison and cost."""
+
+    run: str
+    eval_id: str
+    arm: str
+    dataset: str
+    solver: str = "scaffold"
+    banks: str = "none"
+    model: str = ""
+    samples: int = 1
+    problems: int = 0
+    mean_at_k: float = 0.0
+    mean_at_k_low: float = 0.0
+    mean_at_k_high: float = 0.0
+    pass_at_k: float = 0.0
+    pass_at_k_low: float = 0.0
+    pass_at_k_high: float = 0.0
+    against: str | None = Field(default=None, description="The arm it is compared with; None for that arm itself.")
+    difference: float | None = Field(default=None, description="Mean@k of this arm minus the against arm's.")
+    difference_low: float | None = None
+    difference_high: float | None = None
+    p_value: float | None = None
+    mcnemar_p: float | None = None
+    verdict: str | None = None
+    calls: int = Field(default=0, description="Model calls of the arm over every dataset.")
+    tokens: int = Field(default=0, description="Prompt and completion tokens of the arm over every dataset.")
+    created_at: str = Field(default_factory=utcnow)
+
+
 @dataclass(frozen=True)
 class Table:
     """A results table: its rows' model, primary key and the fields stored as JSON."""
@@ -114,6 +144,7 @@ ROLLOUTS = Table(
 )
 PROBLEMS = Table("problems", ProblemRecord, ("run", "epoch", "problem_id"), ("group_accuracy",))
 EVALUATIONS = Table("evaluations", EvalRecord, ("run", "eval_id", "dataset"), ())
+ARM_EVALUATIONS = Table("arm_evaluations", ArmEvalRecord, ("run", "eval_id", "arm", "dataset"), ())
 
 
 class Results(ABC):
@@ -136,6 +167,14 @@ class Results(ABC):
     def record_evaluations(self, records: Iterable[EvalRecord]) -> int:
         """Insert or replace evaluation rows; returns how many were written."""
         return self._upsert(EVALUATIONS, records)
+
+    def record_arm_evaluations(self, records: Iterable[ArmEvalRecord]) -> int:
+        """Insert or replace per-arm evaluation rows; returns how many were written."""
+        return self._upsert(ARM_EVALUATIONS, records)
+
+    def arm_evaluations(self, run: str) -> list[ArmEvalRecord]:
+        """Every per-arm evaluation row of a run, ordered by eval id, arm and dataset."""
+        return self._read(ARM_EVALUATIONS, run)
 
     def rollouts(self, run: str) -> list[RolloutRecord]:
         """Every rollout of a run, ordered by epoch, problem, agent and rollout index."""
@@ -189,7 +228,7 @@ class ResultsDB(Results):
         self.db = Database(sqlite3.connect(self.path, check_same_thread=False, timeout=30))
         self.db.enable_wal()
         self.db.execute("PRAGMA synchronous=NORMAL")
-        for table in (ROLLOUTS, PROBLEMS, EVALUATIONS):
+        for table in (ROLLOUTS, PROBLEMS, EVALUATIONS, ARM_EVALUATIONS):
             columns = {field: _column_type(info.annotation) for field, info in table.model.model_fields.items()}
             self.db.table(table.name).create(columns, pk=table.pk, not_null=set(table.pk), if_not_exists=True)
 

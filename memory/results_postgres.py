@@ -23,14 +23,22 @@ from causal_grpo.memory.backends import (
     table_exists,
     unavailable,
 )
-from causal_grpo.memory.results import EVALUATIONS, PROBLEMS, ROLLOUTS, Results, Table, base_type
+from causal_grpo.memory.results import (
+    ARM_EVALUATIONS,
+    EVALUATIONS,
+    PROBLEMS,
+    ROLLOUTS,
+    Results,
+    Table,
+    base_type,
+)
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
     import psycopg
 
 PREFIX = "causal_grpo_"
-TABLES = (ROLLOUTS, PROBLEMS, EVALUATIONS)
+TABLES = (ROLLOUTS, PROBLEMS, EVALUATIONS, ARM_EVALUATIONS)
 _SETUP_LOCK = 0x63677273  # advisory lock key around creating the tables: CREATE IF NOT EXISTS races
 _WHAT = "the result tables"
 

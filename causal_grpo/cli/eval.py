@@ -1,10 +1,14 @@
-"""`causal-grpo eval`: frozen banks, k samples per problem, Mean@k / Pass@k with 95% intervals, a paired verdict."""
+"""`causal-grpo eval`: frozen banks, k samples per problem, Mean@k / Pass@k with 95% intervals, paired verdicts.
+
+Two forms: `--experiences A --baseline B` (two scaffold arms, or text ones with `--solver text`), and
+`--arm NAME=SOLVER:BANKS ...` (two or more arms, each a solver with its banks) compared `--against` one.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -13,17 +17,22 @@ from rich.table import Table
 
 from causal_grpo.api import run_dir
 from causal_grpo.cli.common import HOME_OPTION, Split, fail, model_line, parse_generators
+from causal_grpo.context import Context
 from causal_grpo.errors import CausalGrpoError
 from causal_grpo.evaluation import (
     Arm,
     ArmReport,
+    ArmSummary,
+    EvalError,
     EvalResult,
+    evaluate_arms,
     evaluate_dataset,
     load_experiences,
+    parse_arm,
     resolve_experiences,
     save_evaluation,
 )
-from causal_grpo.problems import load_problems
+from causal_grpo.problems import Problem, load_problems
 from causal_grpo.settings import resolve_context
 from causal_grpo.stats import Interval, format_p, points
 
@@ -31,8 +40,28 @@ from causal_grpo.stats import Interval, format_p, points
 FEW_PROBLEMS = 20
 
 
-async def _arm(spec: str, path: Path | None) -> Arm:
-    return Arm(source=spec, store=await load_experiences(path) if path else None)
+async def _arm(spec: str, path: Path | None, solver: str = "scaffold") -> Arm:
+    return Arm(source=spec, store=await load_experiences(path) if path else None, solver=solver)  # type: ignore[arg-type]
+
+
+def _arms(specs: list[str], home: Path) -> tuple[dict[str, Arm], str | None]:
+    """The `--arm` arms by name, their banks loaded, and the first run whose folder one of them reads."""
+    parsed = [parse_arm(spec) for spec in specs]
+    if len(parsed) < 2:
+        raise EvalError("--arm: give two arms or more (e.g. --arm cot=text:none --arm graph=scaffold:none)")
+    names = [a.name for a in parsed]
+    if len(set(names)) < len(names):
+        raise EvalError(f"--arm: each arm needs its own name, got {', '.join(names)}")
+    paths = [resolve_experiences(a.banks, home) for a in parsed]
+    seen: dict[tuple[str, Path | None], str] = {}
+    for arm, path in zip(parsed, paths, strict=True):
+        key = (arm.solver, path.resolve() if path else None)
+        if key in seen:
+            # the same solver with the same banks would measure one configuration twice
+            raise EvalError(f"--arm {arm.name} and {seen[key]} are the same solver with the same banks")
+        seen[key] = arm.name
+    arms = {a.name: asyncio.run(_arm(a.banks, path, a.solver)) for a, path in zip(parsed, paths, strict=True)}
+    return arms, next((run for path in paths if (run := _run_of(path, home))), None)
 
 
 def _run_of(path: Path | None, home: Path) -> str | None:
@@ -44,6 +73,56 @@ def _run_of(path: Path | None, home: Path) -> str | None:
 
 def _share(interval: Interval) -> str:
     return f"{interval.estimate:.1%} [{interval.low:.1%}, {interval.high:.1%}]"
+
+
+def _tokens(arm: ArmSummary) -> str:
+    return f"{arm.calls} calls, {(arm.prompt_tokens + arm.completion_tokens) / 1000:.1f}k tokens"
+
+
+def render_arms(result: EvalResult, console: Console) -> None:
+    """One row per arm and dataset, one per comparison, and one verdict line per comparison."""
+    k = result.samples
+    table = Table(title=f"eval {result.eval_id}: {result.model}, k = {k}, 95% bootstrap intervals over problems")
+    for column in ("dataset", "problems", "arm", "solver:banks", f"Mean@{k} [95% CI]", f"Pass@{k} [95% CI]", "cost"):
+        table.add_column(column)
+    datasets = list(dict.fromkeys(f.dataset for arm in result.arms for f in arm.datasets))
+    for dataset in datasets:
+        for arm in result.arms:
+            figures = next(f for f in arm.datasets if f.dataset == dataset)
+            count = f"{figures.problems}" + (f" ({figures.failed} failed)" if figures.failed else "")
+            if figures.mean_at_k is None or figures.pass_at_k is None:
+                continue
+            mark = " (against)" if arm.name == result.against else ""
+            table.add_row(
+                dataset,
+                count,
+                arm.name + mark,
+                f"{arm.solver}:{arm.banks}",
+                _share(figures.mean_at_k),
+                _share(figures.pass_at_k),
+                _tokens(arm) if dataset == datasets[0] else "",
+            )
+        for c in (c for c in result.comparisons if c.dataset == dataset):
+            diff = c.difference
+            table.add_row(
+                dataset,
+                str(c.problems),
+                f"{c.arm} - {c.against}",
+                "paired",
+                f"{points(diff.estimate)} pts [{points(diff.low)}, {points(diff.high)}], {format_p(c.p_value)}",
+                f"McNemar {format_p(c.mcnemar_p)}",
+                "",
+            )
+        table.rows[-1].end_section = True
+    console.print(table)
+    for dataset in datasets:
+        problems = next(f.problems for f in result.arms[0].datasets if f.dataset == dataset)
+        if 0 < problems < FEW_PROBLEMS:
+            console.print(f"{dataset}: only {problems} problems, rough intervals", highlight=False)
+        if problems == 0:
+            console.print(f"{dataset}: no problem finished in every arm; nothing to report", highlight=False)
+    for c in result.comparisons:
+        console.print(f"{c.dataset}: Mean@{k} {c.verdict}", highlight=False)
 
 
 def render(result: EvalResult, console: Console) -> None:
@@ -107,41 +186,41 @@ def eval_command(
     home: HOME_OPTION = Path("~/.causal-grpo"),
     config: Annotated[Path | None, typer.Option(help="Optional config file (JSON or TOML).")] = None,
     json_out: Annotated[Path | None, typer.Option(help="Also write the result here (default: in the run).")] = None,
+    arm: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=SOLVER:BANKS, twice or more, e.g. --arm cot=text:none --arm graph+exp=scaffold:runB "
+            "(SOLVER: scaffold | text; BANKS as --experiences takes them). Replaces --experiences/--baseline."
+        ),
+    ] = None,
+    against: Annotated[str | None, typer.Option(help="With --arm: the arm the others are compared with.")] = None,
+    solver: Annotated[str, typer.Option(help="Without --arm: the solver of both arms, scaffold | text.")] = "scaffold",
 ) -> None:
     """Evaluate with frozen experience banks (nothing is learned) against a baseline, with paired statistics."""
-    console = Console()
     home = home.expanduser()
+    options = dict(locals())  # the flags as given, for the helpers both forms share
+    console = Console()
+    if arm:
+        _eval_arms(arm, against, options, console)
+        return
+    if against is not None:
+        fail(console, "--against needs --arm")
     try:
+        if solver not in ("scaffold", "text"):
+            raise EvalError(f"--solver {solver!r}: expected scaffold or text")
         tested_path = resolve_experiences(experiences, home)
         baseline_path = resolve_experiences(baseline, home)
     except CausalGrpoError as exc:
         fail(console, str(exc))
-    flags = {
-        "run": run or _run_of(tested_path, home) or "eval",
-        "model": model,
-        "base_url": base_url,
-        "generators": parse_generators(generators),
-        "temperature": temperature,
-        "concurrency": concurrency,
-        "judge": judge,
-        "max_experience_tokens": max_experience_tokens,
-        "seed": seed,
-    }
+    ctx, problems = _setup(options, run or _run_of(tested_path, home), console)
     try:
-        ctx = resolve_context(flags, config)
-        problems = load_problems(
-            dataset,
-            max_problems,
-            start_problem=start_problem,
-            split=split,
-            test_fraction=test_fraction,
-            split_seed=split_seed,
-        )
-        tested = asyncio.run(_arm(experiences, tested_path))
+        tested = asyncio.run(_arm(experiences, tested_path, solver))
         # two arms without experiences would measure the same configuration twice
-        compared = None if tested_path is None and baseline_path is None else asyncio.run(_arm(baseline, baseline_path))
-        noise = "; it does not learn from experiences, so any difference it shows is noise"
-        console.print(model_line(ctx) + (noise if ctx.model == "simulated" else ""), highlight=False)
+        compared = (
+            None
+            if tested_path is None and baseline_path is None
+            else asyncio.run(_arm(baseline, baseline_path, solver))
+        )
         arms = 1 + (compared is not None)
         console.print(
             f"eval: {len(problems)} problems x {samples} samples x {arms} arm(s), frozen banks"
@@ -163,8 +242,72 @@ def eval_command(
     except CausalGrpoError as exc:
         fail(console, str(exc))
     render(result, console)
+    _written(result, written, home, ctx.run, console)
+
+
+def _setup(options: dict[str, Any], run: str | None, console: Console) -> tuple[Context, list[Problem]]:
+    """The run's Context from the flags, the problems, and the model line (which says the simulator is noise)."""
+    flags = {
+        "run": options["run"] or run or "eval",
+        "model": options["model"],
+        "base_url": options["base_url"],
+        "generators": parse_generators(options["generators"]),
+        "temperature": options["temperature"],
+        "concurrency": options["concurrency"],
+        "judge": options["judge"],
+        "max_experience_tokens": options["max_experience_tokens"],
+        "seed": options["seed"],
+    }
+    try:
+        ctx = resolve_context(flags, options["config"])
+        problems = load_problems(
+            options["dataset"],
+            options["max_problems"],
+            start_problem=options["start_problem"],
+            split=options["split"],
+            test_fraction=options["test_fraction"],
+            split_seed=options["split_seed"],
+        )
+    except CausalGrpoError as exc:
+        fail(console, str(exc))
+    noise = "; it does not learn from experiences, so any difference it shows is noise"
+    console.print(model_line(ctx) + (noise if ctx.model == "simulated" else ""), highlight=False)
+    return ctx, problems
+
+
+def _written(result: EvalResult, written: Path, home: Path, run: str, console: Console) -> None:
     console.print(
         f"{result.usage.calls} model calls in {result.seconds:.1f}s; results in {written} "
-        f"and {run_dir(home, ctx.run) / 'results.db'} (table evaluations)",
+        f"and {run_dir(home, run) / 'results.db'} (tables evaluations, arm_evaluations)",
         highlight=False,
     )
+
+
+def _eval_arms(specs: list[str], against: str | None, options: dict[str, Any], console: Console) -> None:
+    """`eval --arm ...`: every arm on the same problems and samples, each compared with `against`."""
+    home: Path = options["home"]
+    try:
+        arms, arm_run = _arms(specs, home)
+    except CausalGrpoError as exc:
+        fail(console, str(exc))
+    ctx, problems = _setup(options, arm_run, console)
+    samples: int = options["samples"]
+    try:
+        console.print(f"eval: {len(problems)} problems x {samples} samples x {len(arms)} arms, frozen banks")
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("evaluating", total=len(problems) * len(arms))
+            result = asyncio.run(
+                evaluate_arms(
+                    problems,
+                    context=ctx,
+                    arms=arms,
+                    against=against,
+                    samples=samples,
+                    on_problem=lambda _arm, _result: progress.advance(task),
+                )
+            )
+        written = save_evaluation(result, run_dir(home, ctx.run), options["json_out"])
+    except CausalGrpoError as exc:
+        fail(console, str(exc))
+    render_arms(result, console)
+    _written(result, written, home, ctx.run, console)

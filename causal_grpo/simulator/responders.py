@@ -648,6 +648,9 @@ def fused_answer(prompt: str, problem: Problem | None, correct_rate: float, rng:
 
 EARLIER_BOX_RATE = 0.2
 """Share of simulated text solutions that box an intermediate result while reasoning (the last box counts)."""
+ANSWER_LINE_RATE = 0.1
+"""Share of answered simulated text solutions that give their answer on an "Answer:" line, without a box."""
+"""Share of simulated text solutions that box an intermediate result while reasoning (the last box counts)."""
 
 
 def _latex_number(value: Fraction, domain: str) -> str:
@@ -668,12 +671,15 @@ def _latex_unit(unit: str, rng: random.Random) -> str:
 
 
 def text_solution(problem: Problem | None, outcome: Outcome, rng: random.Random) -> str:
-    """A simulated chain of thought ending in a boxed answer that is right or wrong as `outcome` says.
+    """A simulated chain of thought ending in a final answer that is right or wrong as `outcome` says.
 
-    Wrong outcomes as text: an off value (off_value, dead_node), the right value in a unit of another
-    dimension (wrong_unit, dimension_clash), no box but an "Answer:" line with an off value (cycle), or
-    no final answer at all (unknown_reference). How it is written is drawn from `variant_rng`, after
-    every draw that decides the outcome and its value.
+    Each outcome keeps what it does to a scaffold, so both solvers give as many right, wrong and missing
+    answers: an off value (off_value, dead_node: a valid scaffold with a wrong target), the right value in a
+    unit of another dimension (wrong_unit), and no answer where the scaffold would not compute (cycle: the
+    reply trails off without a box; unknown_reference: the box holds words; dimension_clash: the box holds
+    symbols, not a value). How it is written (an "Answer:" line instead of a box now and then,
+    an intermediate box while reasoning, the unit's spelling) is drawn from `variant_rng`, after every draw
+    that decides the outcome and its value.
     """
     reference = _as_fraction(problem.answer) if problem else None
     domain, unit = (problem.domain, problem.unit or "") if problem else ("math", "")
@@ -681,21 +687,28 @@ def text_solution(problem: Problem | None, outcome: Outcome, rng: random.Random)
         reference = Fraction(rng.randint(1, 999))
     right_value = outcome in ("right", "wrong_unit", "dimension_clash")
     value = reference if right_value else _off_value(reference, domain, rng)
-    if outcome in ("wrong_unit", "dimension_clash") and domain == "physics":
+    if outcome == "wrong_unit" and domain == "physics":
         unit = _wrong_unit(unit, rng)
     variants = variant_rng(rng)
     steps = variants.sample(TEXT_STEPS, variants.randint(2, len(TEXT_STEPS)))
     lines = [f"{SIMULATED} Step-by-step solution of a {problem_type(problem).replace('_', ' ')} problem."]
     for case in range(1, 1 + variants.choice((1, 1, 1, 3, 8))):
         lines.extend(f"Case {case}, step {i}: {step}" for i, step in enumerate(steps, start=1))
-    if variants.random() < EARLIER_BOX_RATE:
+    answered = outcome not in ("cycle", "unknown_reference", "dimension_clash")
+    if variants.random() < EARLIER_BOX_RATE and answered:
         part = _latex_number(reference * Fraction(variants.randint(2, 9), 10), domain)
         lines.insert(2, f"An intermediate result: \\boxed{{{part}}}, which is not yet the answer.")
-    shown = _latex_number(value, domain)
+    shown = _latex_number(value, domain) + _latex_unit(unit, variants)
     if outcome == "cycle":
-        lines.append(f"Answer: {shown} {unit}".rstrip())
-    elif outcome != "unknown_reference":
-        lines.append(f"Therefore the answer is \\boxed{{{shown}{_latex_unit(unit, variants)}}}.")
+        lines.append("Going around once more gives the same relation again, so the value is whatever it was.")
+    elif outcome == "unknown_reference":
+        lines.append("Therefore the answer is \\boxed{\\text{the value found above}}.")
+    elif outcome == "dimension_clash":
+        lines.append("Therefore the answer is \\boxed{\\frac{q}{m} t}, with q and m as above.")
+    elif variants.random() < ANSWER_LINE_RATE:
+        lines.append(f"Answer: {shown}")
+    else:
+        lines.append(f"Therefore the answer is \\boxed{{{shown}}}.")
     return "\n".join(lines)
 
 
