@@ -36,6 +36,7 @@ from causal_grpo.memory.bank import ExperienceBank
 from causal_grpo.memory.manage import ManageError, load_records
 from causal_grpo.memory.results import EvalRecord, ProblemRecord, RolloutRecord, open_results
 from causal_grpo.memory.schemas import BANKS, Experience, utcnow
+from causal_grpo.stats import Interval
 
 AGENTS = ("generator_1", "generator_2", "generator_3", "critic")
 COLORS = {
@@ -96,6 +97,7 @@ class EvalRow:
     p_value: float | None = None
     mcnemar_p: float | None = None
     verdict: str | None = None
+    verdicts: tuple[str, ...] = ()  # an arms evaluation's comparisons, one line each
 
 
 @dataclass
@@ -120,7 +122,40 @@ def correct(record: RolloutRecord) -> bool:
 # ---- reading ---------------------------------------------------------------------------------------------
 
 
+def _bound(interval: Interval) -> Bound:
+    return Bound(interval.estimate, interval.low, interval.high)
+
+
+def _arm_rows_from_json(result: EvalResult) -> list[EvalRow]:
+    """An arms evaluation (`eval --arm`): one row per dataset with every arm and each comparison's verdict."""
+    rows = []
+    for dataset in dict.fromkeys(f.dataset for arm in result.arms for f in arm.datasets):
+        figures = [(arm, next(f for f in arm.datasets if f.dataset == dataset)) for arm in result.arms]
+        arms = tuple(
+            EvalArm(arm.name, f"{arm.solver}:{arm.banks}", _bound(f.mean_at_k), _bound(f.pass_at_k))
+            for arm, f in figures
+            if f.mean_at_k is not None and f.pass_at_k is not None
+        )
+        if not arms:
+            continue
+        rows.append(
+            EvalRow(
+                eval_id=result.eval_id,
+                created_at=result.created_at,
+                model=result.model,
+                samples=result.samples,
+                dataset=dataset,
+                problems=figures[0][1].problems,
+                arms=arms,
+                verdicts=tuple(c.verdict for c in result.comparisons if c.dataset == dataset),
+            )
+        )
+    return rows
+
+
 def _eval_rows_from_json(result: EvalResult) -> list[EvalRow]:
+    if result.arms and not result.reports:
+        return _arm_rows_from_json(result)
     rows = []
     for report in result.reports:
         if report.experiences is None:
@@ -526,6 +561,10 @@ def plot_evaluations(rows: list[EvalRow], path: Path) -> None:
     axes = fig.subplots(1, 2, sharey=True)
     labels = [f"{row.eval_id}\n{row.dataset} (k={row.samples}, n={row.problems})" for row in rows]
     arm_style = {"experiences": ("tab:blue", -0.15), "baseline": ("tab:gray", 0.15)}
+    # the arms of an arms evaluation side by side: a colour each, spread within the row
+    others = list(dict.fromkeys(arm.name for row in rows for arm in row.arms if arm.name not in arm_style))
+    for i, name in enumerate(others):
+        arm_style[name] = (f"C{(i + 4) % 10}", 0.3 * (i / max(1, len(others) - 1) - 0.5) if len(others) > 1 else 0.0)
     for ax, metric in zip(axes, ("mean_at_k", "pass_at_k"), strict=True):
         seen: set[str] = set()
         for y, row in enumerate(rows):
@@ -657,8 +696,8 @@ def _evaluation_section(rows: list[EvalRow], plot: str) -> str:
             p = f", p = {row.p_value:.3g}" if row.p_value is not None else ""
             mcnemar = f"McNemar p = {row.mcnemar_p:.3g}" if row.mcnemar_p is not None else "-"
             table_rows.append((*head, "paired difference", f"{d.estimate * 100:+.1f} pts{interval}{p}", mcnemar))
-        if row.verdict:
-            verdicts.append(f"<li>{esc(row.eval_id)}, {esc(row.dataset)}: Mean@{row.samples} {esc(row.verdict)}</li>")
+        for line in ([row.verdict] if row.verdict else []) + list(row.verdicts):
+            verdicts.append(f"<li>{esc(row.eval_id)}, {esc(row.dataset)}: Mean@{row.samples} {esc(line)}</li>")
     header = ("eval", "model", "dataset", "k", "problems", "arm: experiences", "Mean@k [95% CI]", "Pass@k [95% CI]")
     return (
         "<h2>Evaluations</h2><p>Frozen banks, k samples per problem; intervals are 95% bootstrap intervals over "
