@@ -62,6 +62,8 @@ def symbol_for(name: str, domain: Domain) -> sympy.Symbol:
 
 def in_domain(value: sympy.Expr, domain: Domain) -> bool:
     """Whether a solved value lies in the domain (decided exactly where sympy can, else at 30 digits)."""
+    if isinstance(value, sympy.CRootOf) and not value.is_real:  # cheap for a root; evaluating it is not (~1 s)
+        return False
     approx = value.evalf(30)
     real, imag = approx.as_real_imag()
     if not (real.is_number and imag.is_number) or abs(imag) > 1e-25 * max(1, abs(real)):
@@ -78,6 +80,19 @@ def in_domain(value: sympy.Expr, domain: Domain) -> bool:
     return True
 
 
+def satisfies(residuals: list[sympy.Expr], unknowns: list[Unknown], candidate: dict[str, sympy.Expr]) -> bool:
+    """Whether a candidate makes every residual vanish (at 30 digits; a pole or a non-finite value does not)."""
+    values = {u.symbol: candidate[u.name] for u in unknowns}
+    for residual in residuals:
+        value = sympy.N(residual.subs(values), 30)
+        if not value.is_number or not value.is_finite:
+            return False
+        scale = max([1.0, *(abs(float(sympy.N(a, 15))) for a in sympy.Add.make_args(residual.subs(values)))])
+        if abs(value) > 1e-20 * scale:
+            return False
+    return True
+
+
 def solve(residuals: list[sympy.Expr], unknowns: list[Unknown], deadline: float) -> list[dict[str, sympy.Expr]]:
     """Candidate solutions in the unknowns' domains; a value that is a sympy Float is not exact.
 
@@ -87,9 +102,24 @@ def solve(residuals: list[sympy.Expr], unknowns: list[Unknown], deadline: float)
     symbols = [u.symbol for u in unknowns]
     exact_deadline = min(deadline, time.thread_time() + EXACT_SHARE * max(0.0, deadline - time.thread_time()))
     try:
+        if len(residuals) == 1 and len(unknowns) == 1:
+            with cpu_bounded(exact_deadline):
+                roots = _polynomial_roots(residuals[0], symbols[0])
+            if roots is not None:
+                candidates = [{unknowns[0].name: r} for r in roots]
+                return [c for c in candidates if in_domain(c[unknowns[0].name], unknowns[0].domain)]
         with cpu_bounded(exact_deadline):
             # One equation goes in alone: sympy returns [] for a list it cannot solve (a quintic, say).
-            found = sympy.solve(residuals[0] if len(residuals) == 1 else residuals, symbols, dict=True)
+            # check=False and simplify=False make it about 6x faster (a quadratic: 10 ms -> 1.6 ms); the roots
+            # are then verified here, and the domains applied, which is what sympy's check would do.
+            # Plain symbols: sympy's assumption queries on each root cost more than the solve (a quadratic in
+            # a positive unknown: 36 ms -> 3 ms); the domains are applied here instead.
+            plain = [sympy.Dummy(u.name) for u in unknowns]
+            swap = dict(zip(symbols, plain, strict=True))
+            system = [r.xreplace(swap) for r in residuals]
+            raw = sympy.solve(system[0] if len(system) == 1 else system, plain, dict=True, check=False, simplify=False)
+            back = dict(zip(plain, symbols, strict=True))
+            found = [{back[k]: v.xreplace(back) for k, v in sol.items() if k in back} for sol in raw]
         free = [s for sol in found for value in sol.values() for s in value.free_symbols]
         if free or any(len(sol) < len(symbols) for sol in found):
             names = ", ".join(
@@ -98,10 +128,32 @@ def solve(residuals: list[sympy.Expr], unknowns: list[Unknown], deadline: float)
             raise FormulaError("math", "too few independent equations", f"{names} not determined")
         candidates = [{u.name: sol[u.symbol] for u in unknowns} for sol in found]
         if candidates:  # an empty answer is no proof that there is no root: the numeric search decides
-            return [c for c in candidates if all(in_domain(c[u.name], u.domain) for u in unknowns)]
+            return [
+                c
+                for c in candidates
+                if all(in_domain(c[u.name], u.domain) for u in unknowns) and satisfies(residuals, unknowns, c)
+            ]
     except (OutOfTime, NotImplementedError, TypeError, ValueError, ArithmeticError, RecursionError):
         pass
     return _numeric(residuals, unknowns, deadline)
+
+
+def _polynomial_roots(residual: sympy.Expr, symbol: sympy.Symbol) -> list[sympy.Expr] | None:
+    """Every root of a polynomial equation in one unknown, in radicals; None if it is not one or has other roots.
+
+    The commonest system (a linear or quadratic equation) in about a tenth of the time `sympy.solve` takes.
+    """
+    numerator = sympy.together(residual).as_numer_denom()[0]
+    if not numerator.is_polynomial(symbol):
+        return None
+    poly = sympy.Poly(numerator, symbol)
+    if poly.degree() < 1 or poly.free_symbols - {symbol}:
+        return None
+    found = sympy.roots(poly)
+    if sum(found.values()) != poly.degree():
+        return None  # roots beyond radicals: sympy.solve (CRootOf) or the numeric search
+    denominator = sympy.together(residual).as_numer_denom()[1]
+    return [r for r in found if denominator.subs(symbol, r) != 0]
 
 
 def _numeric(residuals: list[sympy.Expr], unknowns: list[Unknown], deadline: float) -> list[dict[str, sympy.Expr]]:
