@@ -122,6 +122,7 @@ def _latex_answer(latex: str) -> Answer | None:
     expr = parsed[0] if parsed and isinstance(parsed[0], sympy.Basic) else None
     if expr is None or not getattr(expr, "is_number", False):
         return None
+    expr = expr.doit()  # math-verify leaves sqrt(9) and the like unevaluated
     try:
         numeric = float(sympy.N(expr, 17))
     except (TypeError, ValueError):

@@ -1,0 +1,87 @@
+"""`eval --arm`: plain chain of thought, free-text Training-Free GRPO, scaffolds and ours, on the simulator."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from causal_grpo.memory.results import ResultsDB
+from typer.testing import CliRunner
+
+from causal_grpo.cli import app
+
+pytestmark = [pytest.mark.integration]
+
+ARMS = ["cot", "tfgrpo", "graph", "graph+exp"]
+
+
+def test_four_arms_on_the_same_problems_with_intervals_and_comparisons(simulator, sim_context, tmp_path):
+    common = ["--home", str(tmp_path), "--model", "simulated", "--base-url", simulator.base_url, "--seed", "7"]
+    common += ["--generators", "1,2"]
+    run = sim_context.run
+    trained = CliRunner().invoke(
+        app, ["train", *common, "--dataset", "physics", "--max-problems", "2", "--run", run, "--solver", "text"]
+    )
+    assert trained.exit_code == 0, trained.output
+    out = tmp_path / "arms.json"
+    arms = ["cot=text:none", f"tfgrpo=text:{run}", "graph=scaffold:none", f"graph+exp=scaffold:{run}"]
+    args = ["eval", *common, "--dataset", "full", "--start-problem", "29", "--max-problems", "4", "--samples", "2"]
+    args += [x for arm in arms for x in ("--arm", arm)] + ["--against", "cot", "--json-out", str(out)]
+    done = CliRunner().invoke(app, args, env={"COLUMNS": "220"})
+    assert done.exit_code == 0, done.output
+    output = " ".join(done.output.split())
+    assert "any difference it shows is noise" in output
+
+    saved = json.loads(out.read_text())
+    assert [a["name"] for a in saved["arms"]] == ARMS
+    assert [(a["solver"], a["banks"]) for a in saved["arms"]] == [
+        ("text", "none"), ("text", run), ("scaffold", "none"), ("scaffold", run)
+    ]  # fmt: skip
+    assert saved["against"] == "cot"
+    for arm in saved["arms"]:
+        assert [f["dataset"] for f in arm["datasets"]] == ["aime2024", "aime2025", "all"]
+        for figures in arm["datasets"]:
+            for metric in ("mean_at_k", "pass_at_k"):
+                interval = figures[metric]
+                assert interval["low"] <= interval["estimate"] <= interval["high"]
+        assert arm["calls"] > 0 and arm["prompt_tokens"] > 0
+    tested = {a["name"]: a["bank_sizes"] for a in saved["arms"]}
+    assert sum(tested["tfgrpo"].values()) > 0 and sum(tested["cot"].values()) == 0
+    pairs = [(c["arm"], c["against"], c["dataset"]) for c in saved["comparisons"]]
+    assert sorted(pairs) == sorted((a, "cot", d) for a in ARMS[1:] for d in ("aime2024", "aime2025", "all"))
+    for c in saved["comparisons"]:
+        assert c["difference"]["low"] <= c["difference"]["estimate"] <= c["difference"]["high"]
+        assert 0 < c["p_value"] <= 1 and c["verdict"].startswith(f"{c['arm']} vs cot: ")
+        assert f"{c['dataset']}: Mean@2 {c['verdict'][:30]}" in output
+
+    db = ResultsDB(tmp_path / "runs" / run / "results.db")  # the first run an arm reads
+    rows = db.arm_evaluations(run)
+    db.close()
+    assert sorted((r.arm, r.dataset) for r in rows) == sorted(
+        (a, d) for a in ARMS for d in ("aime2024", "aime2025", "all")
+    )
+    assert all((r.against is None) == (r.arm == "cot") for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("arms", "message"),
+    [
+        (["cot=text:none"], "two arms or more"),
+        (["cot=text:none", "cot=scaffold:none"], "its own name"),
+        (["a=text:none", "b=text:none"], "the same solver with the same banks"),
+        (["a=prose:none", "b=text:none"], "is not scaffold or text"),
+        (["a:text:none", "b=text:none"], "expected NAME=SOLVER:BANKS"),
+        (["a=text:no-such-run", "b=text:none"], "no-such-run"),
+    ],
+)
+def test_bad_arms_are_refused_before_any_model_call(tmp_path, arms, message):
+    done = CliRunner().invoke(app, ["eval", "--home", str(tmp_path), *[x for a in arms for x in ("--arm", a)]])
+    assert done.exit_code == 1, done.output
+    assert message in " ".join(done.output.split()) and "Traceback" not in done.output
+
+
+def test_against_must_name_an_arm(tmp_path, simulator):
+    args = ["eval", "--home", str(tmp_path), "--model", "simulated", "--base-url", simulator.base_url]
+    args += ["--dataset", "physics", "--max-problems", "1", "--samples", "1", "--generators", "1"]
+    done = CliRunner().invoke(app, [*args, "--arm", "a=text:none", "--arm", "b=scaffold:none", "--against", "c"])
+    assert done.exit_code == 1 and "no such arm" in done.output
