@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 
 import pytest
@@ -61,6 +62,16 @@ def test_four_arms_on_the_same_problems_with_intervals_and_comparisons(simulator
         (a, d) for a in ARMS for d in ("aime2024", "aime2025", "all")
     )
     assert all((r.against is None) == (r.arm == "cot") for r in rows)
+
+    # the report plots the arms side by side and lists each comparison's verdict
+    (tmp_path / "runs" / run / f"eval-{saved['eval_id']}.json").write_text(out.read_text())
+    reported = CliRunner().invoke(app, ["report", "--run", run, "--home", str(tmp_path)])
+    assert reported.exit_code == 0, reported.output
+    page = (tmp_path / "runs" / run / "report" / "index.html").read_text()
+    assert "evaluations.png" in " ".join(p.name for p in (tmp_path / "runs" / run / "report").iterdir())
+    for arm in ARMS:
+        assert f"{arm}: " in page
+    assert all(html.escape(c["verdict"]) in page for c in saved["comparisons"])
 
 
 @pytest.mark.parametrize(
