@@ -7,6 +7,7 @@ Two forms: `--experiences A --baseline B` (two scaffold arms, or text ones with 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +26,7 @@ from causal_grpo.evaluation import (
     ArmSummary,
     EvalError,
     EvalResult,
+    ProblemResult,
     evaluate_arms,
     evaluate_dataset,
     load_experiences,
@@ -226,18 +228,13 @@ def eval_command(
             f"eval: {len(problems)} problems x {samples} samples x {arms} arm(s), frozen banks"
             + ("" if compared else " (no comparison: neither arm has experiences)")
         )
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("evaluating", total=len(problems) * arms)
-            result = asyncio.run(
-                evaluate_dataset(
-                    problems,
-                    context=ctx,
-                    experiences=tested,
-                    baseline=compared,
-                    samples=samples,
-                    on_problem=lambda _arm, _result: progress.advance(task),
-                )
-            )
+        result = _with_progress(
+            console,
+            len(problems) * arms,
+            lambda advance: evaluate_dataset(
+                problems, context=ctx, experiences=tested, baseline=compared, samples=samples, on_problem=advance
+            ),
+        )
         written = save_evaluation(result, run_dir(home, ctx.run), json_out)
     except CausalGrpoError as exc:
         fail(console, str(exc))
@@ -275,6 +272,17 @@ def _setup(options: dict[str, Any], run: str | None, console: Console) -> tuple[
     return ctx, problems
 
 
+def _with_progress(
+    console: Console,
+    total: int,
+    start: Callable[[Callable[[str, ProblemResult], None]], Coroutine[Any, Any, EvalResult]],
+) -> EvalResult:
+    """Run an evaluation under a progress bar that advances with each finished (arm, problem)."""
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("evaluating", total=total)
+        return asyncio.run(start(lambda _arm, _result: progress.advance(task)))
+
+
 def _written(result: EvalResult, written: Path, home: Path, run: str, console: Console) -> None:
     console.print(
         f"{result.usage.calls} model calls in {result.seconds:.1f}s; results in {written} "
@@ -294,18 +302,13 @@ def _eval_arms(specs: list[str], against: str | None, options: dict[str, Any], c
     samples: int = options["samples"]
     try:
         console.print(f"eval: {len(problems)} problems x {samples} samples x {len(arms)} arms, frozen banks")
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("evaluating", total=len(problems) * len(arms))
-            result = asyncio.run(
-                evaluate_arms(
-                    problems,
-                    context=ctx,
-                    arms=arms,
-                    against=against,
-                    samples=samples,
-                    on_problem=lambda _arm, _result: progress.advance(task),
-                )
-            )
+        result = _with_progress(
+            console,
+            len(problems) * len(arms),
+            lambda advance: evaluate_arms(
+                problems, context=ctx, arms=arms, against=against, samples=samples, on_problem=advance
+            ),
+        )
         written = save_evaluation(result, run_dir(home, ctx.run), options["json_out"])
     except CausalGrpoError as exc:
         fail(console, str(exc))
