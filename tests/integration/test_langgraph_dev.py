@@ -145,3 +145,49 @@ async def test_studio_runs_a_rollout_without_any_context(client):
     assert (rollout["agent"], rollout["index"]) == ("generator_2", 1)
     assert rollout["scaffold"] and 0.0 <= rollout["r_total"] <= 1.0
     assert rollout["usage"]["calls"] >= 1
+
+
+async def test_studio_shows_a_review_pause_as_its_interrupt_and_resumes_it(client, simulator):
+    context = {
+        "run": "studio-review",
+        "model": "simulated",
+        "base_url": simulator.base_url,
+        "generators": [1],
+        "rollouts": 3,
+        "review": True,
+    }
+    for problem in load_problems("physics", 6):
+        thread = await client.threads.create()
+        await client.runs.wait(
+            thread["thread_id"], "train", input={"problem": problem.model_dump(mode="json")}, context=context
+        )
+        paused = await client.threads.get_state(thread["thread_id"])
+        interrupts = [i for task in paused["tasks"] for i in task.get("interrupts", [])]
+        if interrupts:
+            break
+    else:
+        pytest.fail("no problem of six proposed a bank operation to review")
+
+    # Studio shows the learn node's own interrupt, whose value is the documented ReviewRequest.
+    assert paused["next"] == ["learn"]
+    [pause] = interrupts
+    request = pause["value"]
+    assert request["kind"] == "causal_grpo.review" and request["problem_id"] == problem.id
+    assert request["operations"] and all(
+        {"id", "agent", "op", "content", "category", "rewards", "advantage"} <= set(op) for op in request["operations"]
+    )
+    nothing_yet = await client.store.search_items(("causal_grpo", "experiences", "generator_1"), limit=100)
+
+    # Resuming with a value of the documented shape continues the thread and applies what was approved.
+    first, *rest = request["operations"]
+    decisions = {first["id"]: {"decision": "approve"}, **{op["id"]: {"decision": "reject"} for op in rest}}
+    state = await client.runs.wait(
+        thread["thread_id"], "train", command={"resume": {"decisions": decisions}}, context=context
+    )
+    resumed = await client.threads.get_state(thread["thread_id"])
+    assert resumed["next"] == [] and state["problem"]["id"] == problem.id
+    assert [r["id"] for r in state["learned"].get("reviewed", [])] == [op["id"] for op in rest]
+    assert any(o["status"] == "applied" for o in state["learned"][first["agent"]]["outcomes"])
+    stored = await client.store.search_items(("causal_grpo", "experiences", "generator_1"), limit=100)
+    added = first["op"] == "add" and first["agent"] == "generator_1"
+    assert len(stored["items"]) == len(nothing_yet["items"]) + added  # only the approved add reached the bank
