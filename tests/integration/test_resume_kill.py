@@ -44,15 +44,17 @@ ARGS = [
 ]
 
 
-def train(home: Path, kill: str | None = None, log: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """The train command in a process of its own, killed at `kill` (`<event>:<n>`, see kill_harness)."""
+def train(
+    home: Path, kill: str | None = None, log: Path | None = None, *extra: str, command: list[str] = ARGS
+) -> subprocess.CompletedProcess[str]:
+    """The train command (or another) in a process of its own, killed at `kill` (`<event>:<n>`, see kill_harness)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CAUSAL_GRPO_", "OPENAI_"))}
     if kill is not None:
         env["CAUSAL_GRPO_KILL"] = kill
     if log is not None:
         env["KILL_HARNESS_LOG"] = str(log)
     return subprocess.run(
-        [sys.executable, str(HARNESS), *ARGS, "--home", str(home)],
+        [sys.executable, str(HARNESS), *command, *extra, "--home", str(home)],
         env=env,
         capture_output=True,
         text=True,
@@ -146,3 +148,25 @@ def test_seeded_kill_points_over_a_run_each_resume_as_the_undisturbed_run(refere
     last = train(tmp_path)
     assert last.returncode == 0, last.stderr
     assert_same_run(reference, tmp_path / "runs" / RUN)
+
+
+def reviewed_run(home: Path, kill_resume: str | None = None) -> Path:
+    """The first batch under --review, every operation approved; its resume killed once at `kill_resume`."""
+    approve = ["review", "--run", RUN, "--approve-all"]
+    one_batch = ("--review", "--max-problems", "2")
+    for _ in range(4):
+        done = train(home, None, None, *one_batch)
+        if done.returncode == 0:
+            return home / "runs" / RUN
+        assert done.returncode == 3, done.stderr
+        assert train(home, command=approve).returncode == 0
+        if kill_resume is not None:  # the start that applies the approved operations dies inside a bank write
+            assert killed(train(home, kill_resume, None, *one_batch))
+            kill_resume = None
+    raise AssertionError("the reviewed run never finished")
+
+
+def test_a_kill_while_a_review_resumes_ends_as_the_undisturbed_reviewed_run(tmp_path, exports):
+    reference = reviewed_run(tmp_path / "undisturbed")
+    resumed = reviewed_run(tmp_path / "killed", kill_resume="bank-write:1")
+    assert exports(resumed) == exports(reference)
