@@ -2,13 +2,16 @@
 
 PostgreSQL tests take the server from `CAUSAL_GRPO_TEST_DB` (default: the local one with trust auth) and
 create databases of their own, dropped afterwards. With no server reachable they skip, unless
-`CAUSAL_GRPO_REQUIRE_POSTGRES=1` (CI) turns that into a failure.
+`CAUSAL_GRPO_REQUIRE_POSTGRES=1` (CI) turns that into a failure. Pages are rendered in headless Chromium
+(`render_page`); without `chromium` those tests skip, unless `CAUSAL_GRPO_REQUIRE_CHROMIUM=1` (CI).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -25,6 +28,42 @@ from langgraph.store.memory import InMemoryStore
 from causal_grpo.context import Context
 from causal_grpo.simulator.config import SimulatorConfig
 from causal_grpo.simulator.runner import SimulatorServer
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    # without these Chromium keeps calling out, and this machine's closed network refuses it
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+def render_page(tmp_path: Path) -> Callable[..., str]:
+    """`render_page(page, *flags)`: headless Chromium loads a local page; returns its stdout (e.g. --dump-dom)."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        reason = "headless chromium is not installed (apt-get install chromium)"
+        if os.environ.get("CAUSAL_GRPO_REQUIRE_CHROMIUM") == "1":
+            pytest.fail(reason + " (CAUSAL_GRPO_REQUIRE_CHROMIUM=1)")
+        pytest.skip(reason)
+
+    def render(page: Path, *flags: str) -> str:
+        profile = tmp_path / f"chromium-profile-{uuid.uuid4().hex[:8]}"
+        done = subprocess.run(
+            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *flags, page.as_uri()],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return done.stdout
+
+    return render
+
 
 PG_SERVER = os.environ.get("CAUSAL_GRPO_TEST_DB", "postgresql://postgres@127.0.0.1:5432/test")
 

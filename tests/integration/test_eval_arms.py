@@ -7,6 +7,7 @@ import json
 
 import pytest
 from causal_grpo.memory.results import ResultsDB
+from PIL import Image
 from typer.testing import CliRunner
 
 from causal_grpo.cli import app
@@ -16,7 +17,7 @@ pytestmark = [pytest.mark.integration]
 ARMS = ["cot", "tfgrpo", "graph", "graph+exp"]
 
 
-def test_four_arms_on_the_same_problems_with_intervals_and_comparisons(simulator, sim_context, tmp_path):
+def test_four_arms_on_the_same_problems_with_intervals_and_comparisons(simulator, sim_context, tmp_path, render_page):
     common = ["--home", str(tmp_path), "--model", "simulated", "--base-url", simulator.base_url, "--seed", "7"]
     common += ["--generators", "1,2"]
     run = sim_context.run
@@ -72,6 +73,15 @@ def test_four_arms_on_the_same_problems_with_intervals_and_comparisons(simulator
     for arm in ARMS:
         assert f"{arm}: " in page
     assert all(html.escape(c["verdict"]) in page for c in saved["comparisons"])
+
+    # and a browser shows them: the arms plot loads (its image has a size) and the eval table is on the page
+    index = tmp_path / "runs" / run / "report" / "index.html"
+    dom = render_page(index, "--dump-dom", "--virtual-time-budget=5000")
+    assert "evaluations.png" in dom and all(html.escape(c["verdict"]) in dom for c in saved["comparisons"])
+    shot = tmp_path / "report.png"
+    render_page(index, "--window-size=1280,4000", f"--screenshot={shot}")
+    with Image.open(shot) as image:  # the plots are drawn: matplotlib's tab:blue is on the screen
+        assert (31, 119, 180) in {colour for _, colour in image.convert("RGB").getcolors(maxcolors=1 << 22) or []}
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,31 +186,9 @@ def test_cli_writes_the_report_and_fails_in_one_line(simulated_run: SimulatedRun
     assert "error: no run 'nope'" in missing.output and "Traceback" not in missing.output
 
 
-@pytest.mark.skipif(
-    shutil.which("chromium") is None,
-    reason="optional check: headless chromium is not installed (e.g. apt-get install chromium)",
-)
-def test_the_page_renders_in_headless_chromium(simulated_run: SimulatedRun, tmp_path: Path) -> None:
+def test_the_page_renders_in_headless_chromium(simulated_run: SimulatedRun, tmp_path: Path, render_page) -> None:
     shot = tmp_path / "page.png"
-    subprocess.run(
-        [
-            "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--window-size=1280,2400",
-            f"--screenshot={shot}",
-            simulated_run.page.as_uri(),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    render_page(simulated_run.page, "--window-size=1280,2400", f"--screenshot={shot}")
     _check_png(shot)
     with Image.open(shot) as image:
         # the embedded plots are drawn: a plot's colours (matplotlib's tab:blue) are on the screen
