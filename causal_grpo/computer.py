@@ -319,7 +319,7 @@ class _Run:
             if any(e.kind == "timeout" for e in self.result.errors):
                 return
         if block:
-            self.solve(order, block)
+            self.solve(block)
 
     def finish_messages(self) -> None:
         for err in self.result.errors:
@@ -354,7 +354,7 @@ class _Run:
                 inside.add(node_id)
         return [n for n in order if n in inside]
 
-    def solve(self, order: list[str], block: list[str]) -> None:
+    def solve(self, block: list[str]) -> None:
         unknowns = [n for n in block if self.nodes[n].kind == "unknown"]
         equations = [n for n in block if self.nodes[n].kind == "equation"]
         for u in unknowns:

@@ -39,6 +39,7 @@ from causal_grpo.formula import (
     floor_divide,
     modulo,
     power,
+    walk,
 )
 from causal_grpo.iteration import Budget, NotFast, bound, compile_fast, iterate
 
@@ -318,13 +319,7 @@ class Evaluator:
 
 
 def _uses_vars(*exprs: Expr) -> bool:
-    stack = list(exprs)
-    while stack:
-        e = stack.pop()
-        if isinstance(e, Var):
-            return True
-        stack.extend(children(e))
-    return False
+    return any(isinstance(e, Var) for expr in exprs for e in walk(expr))
 
 
 def _real(x: sympy.Expr) -> mpmath.mpf:

@@ -7,6 +7,7 @@ Integer. Factoring and prime tables stop at the scaffold's CPU deadline with a `
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import sympy
 from sympy import ntheory
@@ -14,6 +15,8 @@ from sympy import ntheory
 from causal_grpo import exact
 from causal_grpo.budget import OutOfTime, cpu_bounded
 from causal_grpo.errors import FormulaError
+
+T = TypeVar("T")
 
 MAX_PRIME_INDEX = 10**6
 """Largest k of prime(k) (the millionth prime is 15,485,863)."""
@@ -37,20 +40,17 @@ def _positive(x: sympy.Expr, func: str) -> int:
     return value
 
 
-def _bounded(func: str, work: Callable[[], int]) -> sympy.Integer:
+def _bounded(func: str, work: Callable[[], T]) -> T:
+    """`work()` within the scaffold's CPU deadline, else a `limit` error naming `func`."""
     try:
         with cpu_bounded():
-            return sympy.Integer(work())
+            return work()
     except OutOfTime:
         raise FormulaError("limit", f"{func} stopped at the time limit", "the number is too hard to factor") from None
 
 
 def _factors(func: str, n: int) -> dict[int, int]:
-    try:
-        with cpu_bounded():
-            return ntheory.factorint(n)
-    except OutOfTime:
-        raise FormulaError("limit", f"{func} stopped at the time limit", "the number is too hard to factor") from None
+    return _bounded(func, lambda: ntheory.factorint(n))
 
 
 def _rational(x: sympy.Expr, func: str) -> sympy.Rational:
@@ -93,7 +93,7 @@ def modinv(a: sympy.Expr, m: sympy.Expr) -> sympy.Expr:
 def isprime(n: sympy.Expr) -> sympy.Expr:
     """1 if n is prime, else 0."""
     value = _int(n, "isprime")
-    return _bounded("isprime", lambda: int(ntheory.isprime(value)))
+    return sympy.Integer(_bounded("isprime", lambda: int(ntheory.isprime(value))))
 
 
 def prime(k: sympy.Expr) -> sympy.Expr:
@@ -101,7 +101,7 @@ def prime(k: sympy.Expr) -> sympy.Expr:
     index = _positive(k, "prime")
     if index > MAX_PRIME_INDEX:
         raise FormulaError("limit", "prime index too large", f"{index} (limit {MAX_PRIME_INDEX})")
-    return _bounded("prime", lambda: int(ntheory.prime(index)))
+    return sympy.Integer(_bounded("prime", lambda: int(ntheory.prime(index))))
 
 
 def divisor_count(n: sympy.Expr) -> sympy.Expr:
