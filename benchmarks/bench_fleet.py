@@ -67,7 +67,7 @@ REGISTER_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 TICKS = os.sysconf("SC_CLK_TCK")
 CPU_BOUND = 0.9  # share of a core (a worker) or of every core (the machine) above which CPU sets the pace
-# how causal_grpo/computer.py words a scaffold that ran out of its wall-clock limit (a starved CPU's sign)
+# how causal_grpo/scaffold/computer.py words a scaffold that ran out of its wall-clock limit (a starved CPU's sign)
 COMPUTE_TIMEOUT = "time limit exceeded"
 _JOBS_PER_WORKER = """SELECT worker_id, count(*) FROM procrastinate_jobs
                        WHERE task_name = 'causal_grpo:run_problem' GROUP BY worker_id"""

@@ -10,8 +10,8 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "Computation": "causal_grpo.computer",
-    "compute": "causal_grpo.computer",
+    "Computation": "causal_grpo.scaffold",
+    "compute": "causal_grpo.scaffold",
     "Context": "causal_grpo.context",
     "GeneratorProfile": "causal_grpo.context",
     "ExperienceBank": "causal_grpo.memory.bank",

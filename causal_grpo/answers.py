@@ -7,7 +7,7 @@ gives a scaffold, so r_ans is decided by `rewards.answer_reward` under the same 
 
 - a value with a unit (`6 N`, `109^\\circ`, `109\\ \\mathrm{degree}`, `3.5 \\times 10^{4}\\ \\text{N/C}`) is
   split into its number and its unit after the LaTeX is stripped (`\\mathrm`, `\\text`, `\\ `, `~`,
-  `^{\\circ}` -> degree, `\\%` -> percent); the unit must parse with pint (`causal_grpo.units`);
+  `^{\\circ}` -> degree, `\\%` -> percent); the unit must parse with pint (`causal_grpo.scaffold.units`);
 - an integer or a fraction (`204`, `\\frac{3}{4}`, `-7/2`) is exact; a decimal is not (a model's decimal is
   usually rounded), so it is compared numerically;
 - any other LaTeX math (`2\\sqrt{3}`, `\\frac{\\pi}{4}`) goes through math-verify's parser, exact when
@@ -27,10 +27,7 @@ import sympy
 from math_verify import LatexExtractionConfig, parse
 from pydantic import BaseModel
 
-from causal_grpo import units
-from causal_grpo.computer import Answer
-from causal_grpo.exact import PRECISE_DIGITS
-from causal_grpo.formula import FormulaError
+from causal_grpo.scaffold import PRECISE_DIGITS, Answer, FormulaError, units
 
 MAX_ANSWER_CHARS = 200
 """Longest answer text that is parsed (math-verify's own timeouts are off; see rewards.MAX_MATH_CHARS)."""

@@ -37,11 +37,9 @@ import sympy
 from math_verify import LatexExtractionConfig, parse, verify
 from pydantic import BaseModel, Field
 
-from causal_grpo import units
-from causal_grpo.computer import Answer, Computation, ancestors
 from causal_grpo.errors import shorten_numbers
 from causal_grpo.problems import Problem
-from causal_grpo.scaffold import Scaffold
+from causal_grpo.scaffold import Answer, Computation, Scaffold, ancestors, units
 
 
 class RewardWeights(BaseModel):

@@ -21,9 +21,9 @@ from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy
 
 from causal_grpo.answers import read_answer
-from causal_grpo.computer import Computation, compute
 from causal_grpo.context import Context
 from causal_grpo.llm import TransientModelError
+from causal_grpo.scaffold import Computation, compute
 
 # Transport faults the client's own retries did not overcome; schema violations never get here
 # (the client re-asks those and then reports an invalid rollout).

@@ -29,10 +29,10 @@ from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
 
 from causal_grpo.answers import read_answer
-from causal_grpo.computer import Computation, compute
 from causal_grpo.context import Context
 from causal_grpo.llm import client_for
 from causal_grpo.problems import Problem
+from causal_grpo.scaffold import Computation, compute
 
 
 class FuseInput(TypedDict):

@@ -13,10 +13,9 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from causal_grpo.context import Context
-from causal_grpo.formula import FUNCTIONS
 from causal_grpo.llm import client_for
 from causal_grpo.problems import Problem
-from causal_grpo.scaffold import Scaffold
+from causal_grpo.scaffold import FUNCTIONS, Scaffold
 
 
 def experiences_block(lines: str) -> str:

@@ -14,12 +14,11 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel
 
 from causal_grpo.answers import ReadAnswer
-from causal_grpo.computer import Answer, Computation
 from causal_grpo.context import Context
 from causal_grpo.llm import Usage, client_for
 from causal_grpo.problems import Problem
 from causal_grpo.rewards import Rewards, RewardWeights, score, score_text
-from causal_grpo.scaffold import Scaffold
+from causal_grpo.scaffold import Answer, Computation, Scaffold
 
 
 class Judgement(BaseModel):

@@ -20,12 +20,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from causal_grpo.cli.common import fail
-from causal_grpo.computer import Computation, compute
 from causal_grpo.errors import DatasetError
 from causal_grpo.problems import Problem, load_problems
 from causal_grpo.rewards import RewardPart, answer_reward, graph_reward, logic_checks
-from causal_grpo.scaffold import Scaffold
-from causal_grpo.units import registry
+from causal_grpo.scaffold import Computation, Scaffold, compute, units
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -52,7 +50,7 @@ def split_reference(text: str) -> tuple[str, str]:
     if unit == "pi":  # pint knows pi as a unit, but '2 pi' is a math answer
         return text.strip(), ""
     try:
-        registry().parse_units(unit)
+        units.registry().parse_units(unit)
     except Exception:  # pint raises assorted errors for text that is not a unit
         return text.strip(), ""
     return value, unit

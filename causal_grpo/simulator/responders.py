@@ -28,9 +28,8 @@ from causal_grpo.agents.extractor.schemas import ExperienceOp, ExperienceOps
 from causal_grpo.agents.judge.prompts import TEXT_USER
 from causal_grpo.agents.judge.schemas import LogicVerdict
 from causal_grpo.agents.text_generator.prompts import BOXED_RULE
-from causal_grpo.formula import CONSTANTS, FUNCTIONS
 from causal_grpo.problems import Problem, load_problems
-from causal_grpo.scaffold import Node, Scaffold
+from causal_grpo.scaffold import CONSTANTS, FUNCTIONS, Node, Scaffold
 from causal_grpo.simulator.config import SimulatorConfig, StructuredMode
 
 Kind = Literal["Scaffold", "FusedAnswer", "LogicVerdict", "ExperienceOps", "TextSolution", "TextFusion", "chat"]

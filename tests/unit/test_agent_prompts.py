@@ -10,9 +10,8 @@ from causal_grpo.agents.extractor.node import rollouts_block
 from causal_grpo.agents.judge.node import judge_prompt
 from causal_grpo.agents.judge.prompts import JUDGE_ANALYSIS_CHARS, ROLLOUT_ANALYSIS_CHARS, scaffold_json, tail
 
-from causal_grpo.computer import Computation
 from causal_grpo.problems import Problem
-from causal_grpo.scaffold import Node, Scaffold
+from causal_grpo.scaffold import Computation, Node, Scaffold
 
 PROBLEM = Problem(id="u_1", text="A car covers 120 km in 2 h. Find its speed.", answer="60", dataset="u", domain="math")
 OPENING = "OPENING-OF-THE-ANALYSIS "

@@ -12,9 +12,7 @@ from typing import Any
 import pytest
 import sympy
 
-from causal_grpo import units
-from causal_grpo.computer import Computation, compute, references
-from causal_grpo.scaffold import Scaffold
+from causal_grpo.scaffold import Computation, Scaffold, compute, references, units
 
 
 @pytest.fixture(scope="module", autouse=True)

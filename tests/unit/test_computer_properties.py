@@ -10,8 +10,7 @@ from typing import Any
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, given, settings
 
-from causal_grpo.computer import Computation, compute
-from causal_grpo.formula import FUNCTIONS, references
+from causal_grpo.scaffold import FUNCTIONS, Computation, compute, references
 
 TIME_LIMIT_S = 1.0
 SETTINGS = settings(deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sympy
 
-from causal_grpo.formula import (
+from causal_grpo.scaffold.formula import (
     CONSTANTS,
     FUNCTIONS,
     MAX_DEPTH,

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from causal_grpo.computer import Computation, compute
 from causal_grpo.problems import Problem, load_problems
 from causal_grpo.rewards import answer_reward, given_traceable, graph_reward, logic_checks, text_numbers, typed_in
-from causal_grpo.scaffold import MAX_FORMULA_CHARS, MAX_NODES, Scaffold
+from causal_grpo.scaffold import MAX_FORMULA_CHARS, MAX_NODES, Computation, Scaffold, compute
 
 HERE = Path(__file__).parent
 REFERENCES = sorted((HERE / "reference_scaffolds").glob("*.json"))

@@ -7,7 +7,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from causal_grpo.computer import Answer, Computation, ComputeError, compute
 from causal_grpo.problems import Problem, load_problems
 from causal_grpo.rewards import (
     GRAPH_WEIGHTS,
@@ -25,7 +24,7 @@ from causal_grpo.rewards import (
     text_numbers,
     total,
 )
-from causal_grpo.scaffold import Scaffold
+from causal_grpo.scaffold import Answer, Computation, ComputeError, Scaffold, compute
 
 PROBLEMS = load_problems("full")
 BY_ID = {p.id: p for p in PROBLEMS}

@@ -13,10 +13,9 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from causal_grpo.computer import Computation, compute
 from causal_grpo.problems import Problem
 from causal_grpo.rewards import answer_reward, graph_reward
-from causal_grpo.scaffold import Scaffold
+from causal_grpo.scaffold import Computation, Scaffold, compute
 
 TIME_LIMIT_S = 2.0
 

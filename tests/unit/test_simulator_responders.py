@@ -13,10 +13,9 @@ from causal_grpo.agents.extractor.schemas import ExperienceOps
 from causal_grpo.agents.judge.schemas import LogicVerdict
 from pydantic import ValidationError
 
-from causal_grpo.computer import compute
 from causal_grpo.problems import Problem, load_problems
 from causal_grpo.rewards import answer_reward
-from causal_grpo.scaffold import MAX_ANALYSIS_CHARS, Node, Scaffold
+from causal_grpo.scaffold import MAX_ANALYSIS_CHARS, Node, Scaffold, compute
 from causal_grpo.simulator import responders
 from causal_grpo.simulator.config import SimulatorConfig
 from causal_grpo.simulator.responders import (
@@ -61,44 +60,13 @@ def test_scaffolds_for_every_shipped_problem_are_schema_valid_and_traceable(prob
                 assert node.value in problem.text, f"{node.value} is not written in the problem"
 
 
-def _compute_ready() -> bool:
-    try:
-        compute(build_scaffold(PROBLEMS[0], "right", random.Random(0)))
-    except NotImplementedError:
-        return False
-    return True
-
-
-def _v2_ready() -> bool:
-    """Whether the computer solves equations and sums (issue 17), probed on a tiny graph."""
-    probe = Scaffold(
-        nodes=[
-            Node(id="x", kind="unknown", domain="positive"),
-            Node(id="eq", kind="equation", formula="x**2 == 4"),
-            Node(id="t", kind="derived", formula="x + sum(k, k, 1, 3)"),
-        ],
-        target="t",
-    )
-    try:
-        computation = compute(probe)
-    except NotImplementedError:
-        return False
-    return computation.valid and computation.answer is not None and computation.answer.exact == "8"
-
-
-V2_READY = _v2_ready()
-
-
 @pytest.fixture(params=list(SHAPES))
 def shape(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every simulated scaffold written in one shape (a shape whose numbers grow too long falls back to direct)."""
-    if request.param != "direct" and not V2_READY:
-        pytest.skip("the computer does not solve v2 scaffolds yet")
     monkeypatch.setattr(responders, "SHAPES", {request.param: 1})
     return request.param
 
 
-@pytest.mark.skipif(not _compute_ready(), reason="causal_grpo.computer.compute is not implemented yet")
 @pytest.mark.parametrize("problem", PROBLEMS, ids=lambda p: p.id)
 def test_right_scaffolds_compute_to_the_reference_and_wrong_ones_do_not(problem: Problem, shape: str) -> None:
     # Every shape for every problem; more seeds across shapes in the many-seeds test below.
@@ -114,7 +82,6 @@ def test_right_scaffolds_compute_to_the_reference_and_wrong_ones_do_not(problem:
                 assert outcome in ("cycle", "unknown_reference", "dimension_clash"), (outcome, wrong.errors)
 
 
-@pytest.mark.skipif(not _compute_ready(), reason="causal_grpo.computer.compute is not implemented yet")
 def test_broken_outcomes_are_reported_by_the_computer_as_such(shape: str) -> None:
     physics = next(p for p in PROBLEMS if p.domain == "physics" and p.unit)
     kinds = {
@@ -192,7 +159,6 @@ def test_variant_rng_is_a_function_of_the_state_and_leaves_it() -> None:
     assert variant_rng(random.Random(4)).random() != variant_rng(rng).random()
 
 
-@pytest.mark.skipif(not V2_READY, reason="the computer does not solve v2 scaffolds yet")
 def test_v2_right_scaffolds_compute_to_the_reference_across_many_seeds() -> None:
     seen: dict[str, int] = {}
     for problem, outcome, scaffold in _request_scaffolds(540):
@@ -369,7 +335,6 @@ def test_fused_answer_draws_on_listed_proposals() -> None:
     assert SimulatorConfig(correct_rate=0.4, fusion_correct_rate=0.9).effective_fusion_correct_rate == 0.9
 
 
-@pytest.mark.skipif(not _compute_ready(), reason="causal_grpo.computer.compute is not implemented yet")
 def test_fusion_is_right_at_the_fusion_rate_not_the_generation_rate() -> None:
     always = SimulatorConfig(correct_rate=0.0, fusion_correct_rate=1.0)
     never = SimulatorConfig(correct_rate=1.0, fusion_correct_rate=0.0)

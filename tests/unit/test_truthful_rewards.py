@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from causal_grpo.computer import compute
 from causal_grpo.problems import Problem
 from causal_grpo.rewards import RewardWeights, answer_reward, graph_reward, logic_checks, score
-from causal_grpo.scaffold import Scaffold
+from causal_grpo.scaffold import Scaffold, compute
 
 
 def given(node_id: str, value: str, unit: str = "", description: str = "") -> dict[str, Any]:

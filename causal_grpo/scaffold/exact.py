@@ -11,7 +11,7 @@ from fractions import Fraction
 
 import sympy
 
-from causal_grpo.budget import OutOfTime, cpu_bounded
+from causal_grpo.scaffold.budget import OutOfTime, cpu_bounded
 
 PRECISE_DIGITS = 50
 """Significant digits an exact irrational value is evaluated to, for telling it from a rational."""

@@ -20,7 +20,7 @@ from functools import cache, lru_cache
 import pint
 import sympy
 
-from causal_grpo.formula import FormulaError
+from causal_grpo.scaffold.formula import FormulaError
 
 MAX_UNIT_POWER = 12
 """Largest |power| of a unit in a unit expression, e.g. m**12."""

@@ -12,9 +12,9 @@ from typing import TypeVar
 import sympy
 from sympy import ntheory
 
-from causal_grpo import exact
-from causal_grpo.budget import OutOfTime, cpu_bounded
 from causal_grpo.errors import FormulaError
+from causal_grpo.scaffold import exact
+from causal_grpo.scaffold.budget import OutOfTime, cpu_bounded
 
 T = TypeVar("T")
 

@@ -16,9 +16,9 @@ from fractions import Fraction
 
 import sympy
 
-from causal_grpo import numbertheory
 from causal_grpo.errors import FormulaError
-from causal_grpo.formula import (
+from causal_grpo.scaffold import numbertheory
+from causal_grpo.scaffold.formula import (
     MAX_DIGITS,
     MAX_EXPONENT,
     MAX_FACTORIAL,

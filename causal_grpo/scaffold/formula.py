@@ -27,9 +27,9 @@ from typing import Literal
 import mpmath
 import sympy
 
-from causal_grpo import numbertheory
 from causal_grpo.errors import ErrorKind, FormulaError
-from causal_grpo.scaffold import MAX_FORMULA_CHARS
+from causal_grpo.scaffold import numbertheory
+from causal_grpo.scaffold.schema import MAX_FORMULA_CHARS
 
 MAX_DEPTH = 50
 """Deepest nesting of operators and calls in one formula."""

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import mpmath
 import sympy
 
-from causal_grpo.budget import OutOfTime, cpu_bounded
 from causal_grpo.errors import FormulaError
-from causal_grpo.scaffold import Domain
+from causal_grpo.scaffold.budget import OutOfTime, cpu_bounded
+from causal_grpo.scaffold.schema import Domain
 
 EXACT_SHARE = 0.5
 """Share of the time left that sympy's exact solve may use before the numeric search takes over."""

@@ -3,8 +3,8 @@
 `compute(scaffold)` never raises for bad input: every problem becomes a `ComputeError` naming its node,
 one per root cause (nodes downstream of a failure are not computed and are listed on that error).
 
-Rules, in short (the formula language and its limits are in `causal_grpo.formula`, units in
-`causal_grpo.units`):
+Rules, in short (the formula language and its limits are in `formula`, units in
+`units`):
 
 - Node ids are identifiers, unique, and not a function or constant name. A given's `value` is a number or
   an exact constant expression without node names (`3/4`, `sqrt(2)`, `6.674e-11`); a derived node's
@@ -20,7 +20,7 @@ Rules, in short (the formula language and its limits are in `causal_grpo.formula
   the formula's unit.
 - Work is bounded: `time_limit_s` of the calling thread's CPU time per scaffold, checked between nodes
   and at every step of a formula (no signals, so it works in threads and under asyncio), plus the size
-  limits of `causal_grpo.formula` and `causal_grpo.units`. CPU time, not wall clock, so a busy machine
+  limits of `formula` and `units`. CPU time, not wall clock, so a busy machine
   (four workers on two cores) cannot turn a valid scaffold into a timeout and change a run's results.
 """
 
@@ -36,11 +36,11 @@ from typing import Any, Literal
 import sympy
 from pydantic import BaseModel, Field, ValidationError
 
-from causal_grpo import solver, units
-from causal_grpo.budget import deadline_of
-from causal_grpo.evaluator import Evaluator, Quantity, unit_name
-from causal_grpo.exact import PRECISE_DIGITS, simplest
-from causal_grpo.formula import (
+from causal_grpo.scaffold import solver, units
+from causal_grpo.scaffold.budget import deadline_of
+from causal_grpo.scaffold.evaluator import Evaluator, Quantity, unit_name
+from causal_grpo.scaffold.exact import PRECISE_DIGITS, simplest
+from causal_grpo.scaffold.formula import (
     CONSTANT_NAMES,
     CONSTANTS,
     MAX_DIGITS,
@@ -56,9 +56,9 @@ from causal_grpo.formula import (
     parse,
     refs_of,
 )
-from causal_grpo.formula import references as references
-from causal_grpo.scaffold import Node, Scaffold
-from causal_grpo.solver import symbol_for
+from causal_grpo.scaffold.formula import references as references
+from causal_grpo.scaffold.schema import Node, Scaffold
+from causal_grpo.scaffold.solver import symbol_for
 
 logger = logging.getLogger(__name__)
 

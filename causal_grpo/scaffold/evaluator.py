@@ -2,7 +2,7 @@
 
 Magnitudes are sympy expressions; they may hold symbols (an unknown the equations solve for, an
 integration variable), in which case size budgets and float fallbacks are skipped until values are known.
-Iterations run through `causal_grpo.iteration` (fast Python arithmetic where the body allows).
+Iterations run through `iteration` (fast Python arithmetic where the body allows).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import mpmath
 import pint
 import sympy
 
-from causal_grpo import units
-from causal_grpo.budget import OutOfTime, cpu_bounded
-from causal_grpo.formula import (
+from causal_grpo.scaffold import units
+from causal_grpo.scaffold.budget import OutOfTime, cpu_bounded
+from causal_grpo.scaffold.formula import (
     CONSTANTS,
     FUNCTIONS,
     Binary,
@@ -41,7 +41,7 @@ from causal_grpo.formula import (
     power,
     walk,
 )
-from causal_grpo.iteration import Budget, NotFast, bound, compile_fast, iterate
+from causal_grpo.scaffold.iteration import Budget, NotFast, bound, compile_fast, iterate
 
 EXACT_SIZE = 200
 """Largest expression tree, in nodes, a value keeps exactly; a bigger one goes on as a FALLBACK_DIGITS float."""
