@@ -1,22 +1,33 @@
-"""CPU-time budgets for work we cannot split into steps ourselves (sympy's simplify, solve, factorint).
+"""CPU-time budgets for the steps of one computation (sympy's simplify, solve, integrate, factorint).
 
-sympy has no timeouts, and signals do not work in threads, so `cpu_bounded` sets a trace function that
-checks the thread's CPU clock every few hundred Python calls and raises `OutOfTime` into the running code.
-The computer sets the scaffold's deadline with `deadline_of`, so functions deep inside a formula can
-bound themselves without being handed it.
+These are cooperative: they split one computation's time between its steps (an exact integral may use
+half of what is left before the quadrature takes over) and keep an ordinary scaffold's result the same on
+a busy machine, since they count CPU time, not wall time. They are not the limit on untrusted work: that
+is the sandbox (`causal_grpo.scaffold.sandbox`), which kills a worker process from outside.
+
+`cpu_bounded` arms a profiling timer (SIGPROF) whose handler raises `OutOfTime` in the running code. A
+signal costs nothing until it fires, where a trace function slowed every Python call inside sympy; and
+where Python swallows the exception (a generator being closed, a `__del__`), the timer fires again a few
+milliseconds later instead of going quiet for good. C code is not interrupted: that is the sandbox's job.
+Signals reach only the main thread, so in any other thread a block is bounded only by the computer's own
+clock checks between steps.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from types import FrameType
 
-_CHECK_EVERY = 32
+REFIRE_S = 0.005
+"""How soon the timer fires again once a deadline has passed, in case the first `OutOfTime` was swallowed."""
+
 _local = threading.local()
+_open: list[tuple[float, FrameType]] = []  # the main thread's open blocks: deadline, frame running the block
 
 
 class OutOfTime(BaseException):
@@ -40,22 +51,44 @@ def current_deadline() -> float:
     return deadline if deadline is not None else time.thread_time() + 1.0
 
 
-@contextmanager
-def cpu_bounded(deadline: float | None = None) -> Iterator[None]:
+def _arm() -> None:
+    """Set the timer for the nearest open deadline, or clear it when no block is open."""
+    delay = max(REFIRE_S, min(d for d, _ in _open) - time.thread_time()) if _open else 0.0
+    signal.setitimer(signal.ITIMER_PROF, delay)
+
+
+def _on_timer(signum: int, frame: FrameType | None) -> None:
+    # A block whose frame is no longer running (its exit was itself interrupted) is dropped here, so a
+    # stale deadline can never keep raising into unrelated code.
+    running = set()
+    while frame is not None:
+        running.add(id(frame))
+        frame = frame.f_back
+    _open[:] = [block for block in _open if id(block[1]) in running]
+    if _open and time.thread_time() >= min(d for d, _ in _open):
+        signal.setitimer(signal.ITIMER_PROF, REFIRE_S)
+        raise OutOfTime
+    _arm()  # the process clock counts other threads too, so it can fire before this thread's deadline
+
+
+class cpu_bounded:
     """Raise `OutOfTime` inside the block once the thread's CPU clock passes `deadline` (default: current)."""
-    limit = current_deadline() if deadline is None else deadline
-    calls = 0
 
-    def tracer(frame: Any, event: str, arg: Any) -> None:
-        nonlocal calls
-        calls += 1
-        if calls % _CHECK_EVERY == 0 and time.thread_time() > limit:
-            raise OutOfTime
-        return None
+    def __init__(self, deadline: float | None = None) -> None:
+        self.deadline = current_deadline() if deadline is None else deadline
+        self.entry: tuple[float, FrameType] | None = None
 
-    previous = sys.gettrace()
-    sys.settrace(tracer)
-    try:
-        yield
-    finally:
-        sys.settrace(previous)
+    def __enter__(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGPROF) is not _on_timer:
+            signal.signal(signal.SIGPROF, _on_timer)
+        self.entry = (self.deadline, sys._getframe(1))
+        _open.append(self.entry)
+        _arm()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.entry is not None:
+            _open[:] = [block for block in _open if block is not self.entry]
+            self.entry = None
+            _arm()
