@@ -8,7 +8,6 @@ Compiled once and mounted as the training graph's `rollout` node; `langgraph.jso
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from causal_grpo.agents.generator.node import generate
@@ -23,7 +22,7 @@ from langgraph.types import RetryPolicy
 from causal_grpo.answers import read_answer
 from causal_grpo.context import Context
 from causal_grpo.llm import TransientModelError
-from causal_grpo.scaffold import Computation, compute
+from causal_grpo.scaffold import Computation, acompute
 
 # Transport faults the client's own retries did not overcome; schema violations never get here
 # (the client re-asks those and then reports an invalid rollout).
@@ -37,8 +36,8 @@ async def compute_scaffold(state: RolloutState) -> dict[str, Any]:
         reason = state.get("model_error") or "the model returned no scaffold"
         computation = Computation.missing(reason)
     else:
-        # Bounded and CPU-only; a thread keeps the event loop free for other branches' model calls.
-        computation = await asyncio.to_thread(compute, scaffold)
+        # In the sandbox's worker processes: hard limits, and the event loop keeps its CPU for I/O.
+        computation = await acompute(scaffold)
     return {"computation": computation.model_dump(mode="json")}
 
 

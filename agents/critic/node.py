@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -32,7 +31,7 @@ from causal_grpo.answers import read_answer
 from causal_grpo.context import Context
 from causal_grpo.llm import client_for
 from causal_grpo.problems import Problem
-from causal_grpo.scaffold import Computation, compute
+from causal_grpo.scaffold import Computation, acompute
 
 
 class FuseInput(TypedDict):
@@ -128,7 +127,7 @@ async def fuse(state: FuseInput, runtime: Runtime[Context]) -> dict[str, Any]:
         computation = Computation.missing(reason)
         judgement = Judgement()
     else:
-        computation = await asyncio.to_thread(compute, scaffold)
+        computation = await acompute(scaffold)
         judgement = await judge_scaffold(problem, scaffold, computation, ctx)
     fused = make_rollout(
         agent="critic",

@@ -23,7 +23,7 @@ from causal_grpo.cli.common import fail
 from causal_grpo.errors import DatasetError
 from causal_grpo.problems import Problem, load_problems
 from causal_grpo.rewards import RewardPart, answer_reward, graph_reward, logic_checks
-from causal_grpo.scaffold import Computation, Scaffold, compute, units
+from causal_grpo.scaffold import Computation, Scaffold, shared_sandbox, units
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -111,7 +111,7 @@ def check(
     errors = Console(stderr=True, soft_wrap=True)
     problem = _reference_problem(answer, problem_id, errors)
     data = _read_scaffold(file, errors)
-    computation = compute(data)
+    computation = shared_sandbox().compute(data)
     scaffold = _as_scaffold(data)
     analysis = scaffold.analysis if scaffold else ""
     r_graph = graph_reward(scaffold, computation)

@@ -32,6 +32,10 @@ _LAZY = {
     "FUNCTIONS": "formula",
     "FormulaError": "formula",
     "PRECISE_DIGITS": "exact",
+    "Limits": "sandbox",
+    "Sandbox": "sandbox",
+    "acompute": "sandbox",
+    "shared_sandbox": "sandbox",
 }
 
 __all__ = [

@@ -300,8 +300,10 @@ class _Run:
             self.error(exc.kind, exc.describe(node_id), node_id)
         except ArithmeticError as exc:  # sympy giving up, e.g. PrecisionExhausted on floor(exp(9000))
             self.error("math", f"cannot evaluate {node_id} exactly ({type(exc).__name__})", node_id)
-        except (RecursionError, MemoryError) as exc:
-            self.error("limit", f"too large to evaluate in {node_id} ({type(exc).__name__})", node_id)
+        except MemoryError:  # the sandbox's cap on a worker's memory
+            self.error("limit", f"memory limit: {node_id} needs more memory than a computation may use", node_id)
+        except RecursionError:
+            self.error("limit", f"too large to evaluate in {node_id} (RecursionError)", node_id)
         except Exception as exc:  # a bug of ours: name it on the rollout, keep the run going
             logger.exception("computer failed on node %s", node_id)
             self.error("internal", f"internal error in {node_id}: {type(exc).__name__}: {exc}", node_id)
@@ -576,6 +578,8 @@ def compute(scaffold: Scaffold | dict[str, Any] | str, *, time_limit_s: float = 
             result = Computation(valid=False, errors=[loaded])
         else:
             result = _Run(loaded, time.thread_time() + time_limit_s, time_limit_s).run()
+    except MemoryError:  # the sandbox's address-space cap; in-process, the machine's memory
+        result = Computation(valid=False, errors=[ComputeError(kind="limit", message="memory limit: out of memory")])
     except Exception as exc:  # a bug of ours: report it on the rollout instead of stopping the run
         logger.exception("computer failed")
         error = ComputeError(kind="internal", message=f"internal error: {type(exc).__name__}: {exc}")

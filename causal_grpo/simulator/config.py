@@ -35,6 +35,12 @@ class SimulatorConfig(BaseModel):
         le=1.0,
         description="Text mode: share of JSON answers wrapped in prose and a ```json fence.",
     )
+    runaway_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of scaffolds whose target is a program that runs past every limit, as a brute force can.",
+    )
     latency_ms: float = Field(default=0.0, ge=0.0, description="Time to first token, in milliseconds.")
     tokens_per_s: float = Field(default=0.0, ge=0.0, description="Completion token rate; 0 = instant.")
     jitter: float = Field(default=0.0, ge=0.0, le=1.0, description="Latency varies by up to this fraction either way.")

@@ -721,6 +721,19 @@ TEXT_STEPS = (
 )
 
 
+RUNAWAY = " + ".join(f"powmod({b}, 10**3999, 10**3999 + 7)" for b in (2, 3, 5, 7, 11, 13, 17, 19))
+"""Eight modular powers of 4000-digit numbers: legal, but minutes of CPU inside C code no Python budget stops."""
+
+
+def runaway(scaffold: Scaffold) -> Scaffold:
+    """The scaffold with its target computing RUNAWAY (the sandbox must stop it from outside)."""
+    nodes = [
+        n.model_copy(update={"kind": "derived", "formula": RUNAWAY, "value": None}) if n.id == scaffold.target else n
+        for n in scaffold.nodes
+    ]
+    return scaffold.model_copy(update={"nodes": nodes})
+
+
 def answer(
     classified: Classified, prompt: str, config: SimulatorConfig, rng: random.Random, index: ProblemIndex
 ) -> BaseModel | str:
@@ -735,7 +748,9 @@ def answer(
     if classified.kind == "TextFusion":
         return text_solution(problem, draw_outcome(problem, config.effective_fusion_correct_rate, rng), rng)
     if classified.kind == "Scaffold":
-        return build_scaffold(problem, draw_outcome(problem, config.correct_rate, rng), rng)
+        scaffold = build_scaffold(problem, draw_outcome(problem, config.correct_rate, rng), rng)
+        runs_away = config.runaway_rate and variant_rng(rng).random() < config.runaway_rate
+        return runaway(scaffold) if runs_away else scaffold
     if classified.kind == "FusedAnswer":
         return fused_answer(prompt, problem, config.effective_fusion_correct_rate, rng)
     return experience_ops(prompt, problem, rng)
