@@ -101,17 +101,19 @@ class Sandbox:
         self._lock = threading.Lock()
 
     def start(self) -> Sandbox:
-        """Start the workers now (else on the first computation); idempotent."""
+        """Start the workers and wait until they answer (else on the first computation); idempotent."""
         with self._lock:
             if self._pool is None:
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload(["causal_grpo.scaffold.warm"])
-                self._pool = ProcessPool(
+                pool = ProcessPool(
                     max_workers=self.workers,
                     initializer=_start_worker,
                     initargs=(self.limits.memory_limit_mb,),
                     context=context,
                 )
+                pool.schedule(os.getpid).result()  # pebble forks its workers on the first task
+                self._pool = pool
         return self
 
     def stop(self) -> None:
@@ -163,7 +165,9 @@ class Sandbox:
         return self.outcome(future)
 
     async def acompute(self, scaffold: Scaffold | dict[str, Any] | str) -> Computation:
-        """Compute a scaffold in a worker without blocking the event loop."""
+        """Compute a scaffold in a worker without blocking the event loop (nor starting the pool on it)."""
+        if self._pool is None:
+            await asyncio.to_thread(self.start)
         return await self.aoutcome(self._schedule(scaffold))
 
     def compute(self, scaffold: Scaffold | dict[str, Any] | str) -> Computation:
