@@ -385,7 +385,7 @@ class _ReadyBodyChatOpenAI(ChatOpenAI):
 
     def _get_request_payload(self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
         payload = super()._get_request_payload(input_, stop=stop, **kwargs)
-        ready = {key: payload.pop(key) for key in ("messages", "tools") if key in payload}
+        ready = {key: payload.pop(key) for key in ("messages", "tools", "response_format") if key in payload}
         payload["messages"] = []  # `create` requires the argument; `extra_body`'s messages replace it
         payload["extra_body"] = {**(payload.get("extra_body") or {}), **ready}
         return payload
