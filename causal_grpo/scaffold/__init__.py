@@ -36,6 +36,7 @@ _LAZY = {
     "Sandbox": "sandbox",
     "acompute": "sandbox",
     "shared_sandbox": "sandbox",
+    "use_sandbox": "sandbox",
 }
 
 __all__ = [

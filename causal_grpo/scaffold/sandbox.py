@@ -196,6 +196,16 @@ def shared_sandbox() -> Sandbox:
         return _shared
 
 
+def use_sandbox(sandbox: Sandbox) -> None:
+    """Make `sandbox` (other limits, another pool size) the process's, stopping the one it replaces."""
+    global _shared
+    with _shared_lock:
+        previous, _shared = _shared, sandbox
+    if previous is not None and previous is not sandbox:
+        previous.stop()
+    atexit.register(sandbox.stop)
+
+
 async def acompute(scaffold: Scaffold | dict[str, Any] | str) -> Computation:
     """Compute a model's scaffold in the shared sandbox."""
     return await shared_sandbox().acompute(scaffold)
