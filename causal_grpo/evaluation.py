@@ -175,7 +175,7 @@ class Comparison(BaseModel):
     problems: int
     difference: Interval
     p_value: float
-    significant: bool
+    significant: bool | None = Field(description="p < 0.05; None: too few problems for a verdict.")
     verdict: str
     mcnemar_p: float = Field(description="Exact McNemar test of Pass@k.")
 
@@ -669,17 +669,23 @@ async def evaluate_dataset(
 
 
 def save_evaluation(result: EvalResult, run_dir: Path, json_out: Path | None = None) -> Path:
-    """Write the result as JSON (to `json_out`, else `<run_dir>/eval-<id>.json`) and its rows to results.db.
+    """Write the result as JSON to `<run_dir>/eval-<id>.json` (and to `json_out` too) and its rows to results.db.
+
+    The run folder always gets its copy, so the run's report shows every evaluation whatever the flags.
 
     Returns:
-        The JSON file written.
+        The run folder's JSON file.
     """
-    path = json_out or run_dir / f"eval-{result.eval_id}.json"
-    atomic_write(path, json.dumps(result.model_dump(mode="json"), indent=1, ensure_ascii=False) + "\n")
+    text = json.dumps(result.model_dump(mode="json"), indent=1, ensure_ascii=False) + "\n"
+    paths = [run_dir / f"eval-{result.eval_id}.json"]
+    if json_out is not None and json_out.resolve() != paths[0].resolve():
+        paths.append(json_out)
+    for path in paths:
+        atomic_write(path, text)
     db = ResultsDB(run_dir / "results.db")
     try:
         db.record_evaluations(result.records())
         db.record_arm_evaluations(result.arm_records())
     finally:
         db.close()
-    return path
+    return paths[0]

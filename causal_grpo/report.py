@@ -29,14 +29,14 @@ from matplotlib.figure import Figure
 from pydantic import ValidationError
 
 from causal_grpo.errors import CausalGrpoError
-from causal_grpo.evaluation import EvalResult
+from causal_grpo.evaluation import Comparison, EvalResult
 from causal_grpo.exports import atomic_write
 from causal_grpo.memory.backends import POSTGRES_SCHEMES, open_backends
 from causal_grpo.memory.bank import ExperienceBank
 from causal_grpo.memory.manage import ManageError, load_records
-from causal_grpo.memory.results import EvalRecord, ProblemRecord, RolloutRecord, open_results
+from causal_grpo.memory.results import ArmEvalRecord, EvalRecord, ProblemRecord, RolloutRecord, open_results
 from causal_grpo.memory.schemas import BANKS, Experience, utcnow
-from causal_grpo.stats import Interval
+from causal_grpo.stats import MIN_PROBLEMS, Interval
 
 AGENTS = ("generator_1", "generator_2", "generator_3", "critic")
 COLORS = {
@@ -76,15 +76,27 @@ class Bound:
 class EvalArm:
     """One arm of one evaluated dataset."""
 
-    name: str  # "experiences" or "baseline"
-    source: str
+    name: str  # "experiences" / "baseline", or an `eval --arm` name
+    source: str  # its banks; for an `--arm` arm, "solver:banks"
     mean_at_k: Bound
     pass_at_k: Bound | None
 
 
 @dataclass(frozen=True)
+class EvalDiff:
+    """One paired comparison on one dataset: arm minus against, of Mean@k."""
+
+    arm: str
+    against: str
+    difference: Bound
+    p_value: float | None = None
+    mcnemar_p: float | None = None
+    verdict: str | None = None
+
+
+@dataclass(frozen=True)
 class EvalRow:
-    """One dataset of one evaluation, from its JSON file or, failing that, from the evaluations table."""
+    """One dataset of one evaluation, from its JSON file or, failing that, from the results tables."""
 
     eval_id: str
     created_at: str
@@ -93,11 +105,8 @@ class EvalRow:
     dataset: str
     problems: int
     arms: tuple[EvalArm, ...]
-    difference: Bound | None = None
-    p_value: float | None = None
-    mcnemar_p: float | None = None
-    verdict: str | None = None
-    verdicts: tuple[str, ...] = ()  # an arms evaluation's comparisons, one line each
+    differences: tuple[EvalDiff, ...] = ()
+    against: str | None = None  # the arm the others are compared with
 
 
 @dataclass
@@ -126,8 +135,12 @@ def _bound(interval: Interval) -> Bound:
     return Bound(interval.estimate, interval.low, interval.high)
 
 
+def _diff(c: Comparison) -> EvalDiff:
+    return EvalDiff(c.arm, c.against, _bound(c.difference), c.p_value, c.mcnemar_p, c.verdict)
+
+
 def _arm_rows_from_json(result: EvalResult) -> list[EvalRow]:
-    """An arms evaluation (`eval --arm`): one row per dataset with every arm and each comparison's verdict."""
+    """An arms evaluation (`eval --arm`): one row per dataset with every arm and each comparison."""
     rows = []
     for dataset in dict.fromkeys(f.dataset for arm in result.arms for f in arm.datasets):
         figures = [(arm, next(f for f in arm.datasets if f.dataset == dataset)) for arm in result.arms]
@@ -147,7 +160,8 @@ def _arm_rows_from_json(result: EvalResult) -> list[EvalRow]:
                 dataset=dataset,
                 problems=figures[0][1].problems,
                 arms=arms,
-                verdicts=tuple(c.verdict for c in result.comparisons if c.dataset == dataset),
+                differences=tuple(_diff(c) for c in result.comparisons if c.dataset == dataset),
+                against=result.against,
             )
         )
     return rows
@@ -161,16 +175,25 @@ def _eval_rows_from_json(result: EvalResult) -> list[EvalRow]:
         if report.experiences is None:
             continue
         arms = tuple(
-            EvalArm(
-                name,
-                arm.source,
-                Bound(arm.mean_at_k.estimate, arm.mean_at_k.low, arm.mean_at_k.high),
-                Bound(arm.pass_at_k.estimate, arm.pass_at_k.low, arm.pass_at_k.high),
-            )
+            EvalArm(name, arm.source, _bound(arm.mean_at_k), _bound(arm.pass_at_k))
             for name, arm in (("experiences", report.experiences), ("baseline", report.baseline))
             if arm is not None
         )
         diff = report.comparison
+        differences = (
+            (
+                EvalDiff(
+                    "experiences",
+                    "baseline",
+                    _bound(diff.difference),
+                    diff.p_value,
+                    report.mcnemar.p_value if report.mcnemar else None,
+                    diff.verdict,
+                ),
+            )
+            if diff
+            else ()
+        )
         rows.append(
             EvalRow(
                 eval_id=result.eval_id,
@@ -180,17 +203,15 @@ def _eval_rows_from_json(result: EvalResult) -> list[EvalRow]:
                 dataset=report.dataset,
                 problems=report.problems,
                 arms=arms,
-                difference=Bound(diff.difference.estimate, diff.difference.low, diff.difference.high) if diff else None,
-                p_value=diff.p_value if diff else None,
-                mcnemar_p=report.mcnemar.p_value if report.mcnemar else None,
-                verdict=diff.verdict if diff else None,
+                differences=differences,
+                against="baseline" if report.baseline is not None else None,
             )
         )
     return rows
 
 
 def _eval_row_from_record(r: EvalRecord) -> EvalRow:
-    """A table row: the baseline's numbers are kept there without their intervals."""
+    """A row of the `evaluations` table: the baseline's numbers are kept there without their intervals."""
     arms = [
         EvalArm(
             "experiences",
@@ -202,6 +223,20 @@ def _eval_row_from_record(r: EvalRecord) -> EvalRow:
     if r.baseline is not None and r.baseline_mean_at_k is not None:
         base_pass = Bound(r.baseline_pass_at_k) if r.baseline_pass_at_k is not None else None
         arms.append(EvalArm("baseline", r.baseline, Bound(r.baseline_mean_at_k), base_pass))
+    differences = (
+        (
+            EvalDiff(
+                "experiences",
+                "baseline",
+                Bound(r.difference, r.difference_low, r.difference_high),
+                r.p_value,
+                r.mcnemar_p,
+                r.verdict,
+            ),
+        )
+        if r.difference is not None
+        else ()
+    )
     return EvalRow(
         eval_id=r.eval_id,
         created_at=r.created_at,
@@ -210,15 +245,59 @@ def _eval_row_from_record(r: EvalRecord) -> EvalRow:
         dataset=r.dataset,
         problems=r.problems,
         arms=tuple(arms),
-        difference=Bound(r.difference, r.difference_low, r.difference_high) if r.difference is not None else None,
-        p_value=r.p_value,
-        mcnemar_p=r.mcnemar_p,
-        verdict=r.verdict,
+        differences=differences,
+        against="baseline" if len(arms) > 1 else None,
     )
 
 
-def _read_evaluations(run_dir: Path, records: list[EvalRecord], notes: list[str]) -> list[EvalRow]:
-    """Evaluations from `eval-*.json` (they hold both arms' intervals), then the table's other evaluations."""
+def _arm_rows_from_records(records: list[ArmEvalRecord]) -> list[EvalRow]:
+    """Rows of the `arm_evaluations` table (`eval --arm`), one EvalRow per evaluation and dataset."""
+    grouped: dict[tuple[str, str], list[ArmEvalRecord]] = defaultdict(list)
+    for r in records:
+        grouped[(r.eval_id, r.dataset)].append(r)
+    rows = []
+    for (eval_id, dataset), unordered in grouped.items():
+        arms = sorted(unordered, key=lambda a: a.against is not None)  # the against arm first, as the eval lists it
+        first = arms[0]
+        rows.append(
+            EvalRow(
+                eval_id=eval_id,
+                created_at=first.created_at,
+                model=first.model,
+                samples=first.samples,
+                dataset=dataset,
+                problems=first.problems,
+                arms=tuple(
+                    EvalArm(
+                        a.arm,
+                        f"{a.solver}:{a.banks}",
+                        Bound(a.mean_at_k, a.mean_at_k_low, a.mean_at_k_high),
+                        Bound(a.pass_at_k, a.pass_at_k_low, a.pass_at_k_high),
+                    )
+                    for a in arms
+                ),
+                differences=tuple(
+                    EvalDiff(
+                        a.arm,
+                        a.against,
+                        Bound(a.difference, a.difference_low, a.difference_high),
+                        a.p_value,
+                        a.mcnemar_p,
+                        a.verdict,
+                    )
+                    for a in arms
+                    if a.against is not None and a.difference is not None
+                ),
+                against=next((a.against for a in arms if a.against is not None), None),
+            )
+        )
+    return rows
+
+
+def _read_evaluations(
+    run_dir: Path, records: list[EvalRecord], arm_records: list[ArmEvalRecord], notes: list[str]
+) -> list[EvalRow]:
+    """Evaluations from `eval-*.json` (they hold every interval), then the results tables' other evaluations."""
     rows: list[EvalRow] = []
     for path in sorted(run_dir.glob("eval-*.json")):
         try:
@@ -226,7 +305,11 @@ def _read_evaluations(run_dir: Path, records: list[EvalRecord], notes: list[str]
         except (OSError, ValidationError) as exc:
             notes.append(f"{path.name}: not an evaluation result, left out ({type(exc).__name__})")
     from_json = {row.eval_id for row in rows}
-    rows.extend(_eval_row_from_record(r) for r in records if r.eval_id not in from_json)
+    two_arm = [r for r in records if r.eval_id not in from_json]
+    rows.extend(_eval_row_from_record(r) for r in two_arm)
+    # a two-arm eval writes both tables; its `evaluations` rows already stand for it
+    covered = from_json | {r.eval_id for r in two_arm}
+    rows.extend(_arm_rows_from_records([r for r in arm_records if r.eval_id not in covered]))
     return sorted(rows, key=lambda row: (row.created_at, row.eval_id, row.dataset))
 
 
@@ -292,6 +375,7 @@ def read_run(run_dir: Path, db: str | None = None) -> RunData:
         raise ReportError(f"no run folder {run_dir}")
     data = RunData(run=run_dir.name)
     records: list[EvalRecord] = []
+    arm_records: list[ArmEvalRecord] = []
     # a PostgreSQL run's rows are in its database; `eval` writes its rows to the run folder's results.db
     for source in ([db] if db and db.startswith(POSTGRES_SCHEMES) else []) + [run_dir / "results.db"]:
         if isinstance(source, Path) and not source.is_file():
@@ -301,6 +385,7 @@ def read_run(run_dir: Path, db: str | None = None) -> RunData:
             if not data.rollouts and not data.problems:
                 data.rollouts, data.problems = results.rollouts(data.run), results.problems(data.run)
             records += results.evaluations(data.run)
+            arm_records += results.arm_evaluations(data.run)
         finally:
             results.close()
     if not data.rollouts and not data.problems:
@@ -314,7 +399,7 @@ def read_run(run_dir: Path, db: str | None = None) -> RunData:
             data.notes.append("result.json is not valid JSON; left out")
     data.steps = _steps(run_dir, data.rollouts, data.problems)
     data.banks = _read_banks(run_dir, data.notes, db)
-    data.evaluations = _read_evaluations(run_dir, records, data.notes)
+    data.evaluations = _read_evaluations(run_dir, records, arm_records, data.notes)
     return data
 
 
@@ -377,9 +462,18 @@ def critic_tallies(rollouts: Iterable[RolloutRecord], steps: Sequence[tuple[int,
 # ---- plots -----------------------------------------------------------------------------------------------
 
 
+SIMULATED = "model: simulated (a test double: these numbers say nothing about skill)"
+
+
+def _title(fig: Figure, title: str, simulated: bool) -> None:
+    """The figure's title; a simulated run says so on every plot, since a PNG travels without its page."""
+    fig.suptitle(f"{title}\n{SIMULATED}" if simulated else title, color="black")
+
+
 def _save(fig: Figure, path: Path) -> None:
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=DPI)
+    # the title goes into the PNG's text too, so a copied plot still says what it shows (and if it was simulated)
+    fig.savefig(path, dpi=DPI, metadata={"Title": fig.get_suptitle().replace("\n", " - ")})
 
 
 def _agents_in(rollouts: Iterable[RolloutRecord]) -> list[str]:
@@ -387,7 +481,7 @@ def _agents_in(rollouts: Iterable[RolloutRecord]) -> list[str]:
     return [a for a in AGENTS if a in present] + sorted(present - set(AGENTS))
 
 
-def plot_rewards(rollouts: list[RolloutRecord], path: Path) -> None:
+def plot_rewards(rollouts: list[RolloutRecord], path: Path, simulated: bool = False) -> None:
     """Box plots of r_total per agent over every rollout, and each agent's mean reward parts."""
     agents = _agents_in(rollouts)
     fig = Figure(figsize=(11, 4.4), layout="constrained")
@@ -416,11 +510,11 @@ def plot_rewards(rollouts: list[RolloutRecord], path: Path) -> None:
     )
     right.legend(ncols=4, loc="upper center", fontsize="small")
     right.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"Reward distributions ({len(rollouts)} rollouts)")
+    _title(fig, f"Reward distributions ({len(rollouts)} rollouts)", simulated)
     _save(fig, path)
 
 
-def plot_accuracy(data: RunData, path: Path) -> None:
+def plot_accuracy(data: RunData, path: Path, simulated: bool = False) -> None:
     """Running accuracy per dataset: the final answers', and each agent's share of right rollouts."""
     dataset_of = {(p.epoch, p.problem_id): p.dataset or "unknown" for p in data.problems}
     final = {(p.epoch, p.problem_id): bool(p.correct) for p in data.problems if p.status == "done"}
@@ -469,11 +563,11 @@ def plot_accuracy(data: RunData, path: Path) -> None:
         ax.legend(fontsize="x-small", loc="best")
     for ax in axes[len(datasets) :]:
         ax.set_visible(False)
-    fig.suptitle("Accuracy per dataset over problems and epochs")
+    _title(fig, "Accuracy per dataset over problems and epochs", simulated)
     _save(fig, path)
 
 
-def plot_banks_tokens(data: RunData, growth: dict[str, list[int]], path: Path) -> None:
+def plot_banks_tokens(data: RunData, growth: dict[str, list[int]], path: Path, simulated: bool = False) -> None:
     """Bank sizes after each problem, and prompt tokens per rollout, over the same axis of problems."""
     index = {s: i + 1 for i, s in enumerate(data.steps)}
     fig = Figure(figsize=(11, 6.4), layout="constrained")
@@ -482,7 +576,8 @@ def plot_banks_tokens(data: RunData, growth: dict[str, list[int]], path: Path) -
     if growth:
         for bank, sizes in growth.items():
             top.step(xs, sizes, where="mid", color=COLORS.get(bank), label=bank, lw=1.6, marker="o", ms=3)
-        top.legend(fontsize="small", ncols=len(growth), loc="upper left")
+        # beside the axes, so it never hides a line
+        top.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     else:
         top.text(0.5, 0.5, "no bank history in this run", ha="center", va="center", transform=top.transAxes)
     top.set(title="experience bank size after each problem", ylabel="live experiences")
@@ -518,11 +613,11 @@ def plot_banks_tokens(data: RunData, growth: dict[str, list[int]], path: Path) -
     bottom.grid(alpha=0.3)
     if data.rollouts:
         bottom.legend(fontsize="small", ncols=4, loc="lower right")
-    fig.suptitle("Bank size and prompt tokens over time")
+    _title(fig, "Bank size and prompt tokens over time", simulated)
     _save(fig, path)
 
 
-def plot_critic(tallies: list[CriticTally], path: Path) -> None:
+def plot_critic(tallies: list[CriticTally], path: Path, simulated: bool = False) -> None:
     """Rescues (up) and losses (down) per problem, and their running totals."""
     fig = Figure(figsize=(11, 5.6), layout="constrained")
     per_problem, totals = fig.subplots(2, 1, sharex=True, height_ratios=(1.4, 1))
@@ -550,54 +645,74 @@ def plot_critic(tallies: list[CriticTally], path: Path) -> None:
     for ax in (per_problem, totals):
         ax.grid(axis="y", alpha=0.3)
     rescues, losses = sum(t.rescues for t in tallies), sum(t.losses for t in tallies)
-    fig.suptitle(f"Critic: {rescues} rescues, {losses} losses over {sum(t.fused for t in tallies)} fused groups")
+    fused = sum(t.fused for t in tallies)
+    _title(fig, f"Critic: {rescues} rescues, {losses} losses over {fused} fused groups", simulated)
     _save(fig, path)
 
 
-def plot_evaluations(rows: list[EvalRow], path: Path) -> None:
-    """Mean@k and Pass@k per (evaluation, dataset) and arm, with their 95% intervals."""
+def _errorbar(ax: Any, bound: Bound, y: float, color: str, label: str | None, marker: str = "o") -> None:
+    err = None
+    if bound.low is not None and bound.high is not None:
+        err = [[bound.estimate - bound.low], [bound.high - bound.estimate]]
+    ax.errorbar([bound.estimate], [y], xerr=err, fmt=marker, color=color, capsize=4, label=label)
+
+
+def plot_evaluations(rows: list[EvalRow], path: Path, simulated: bool = False) -> None:
+    """Per (evaluation, dataset): each arm's Mean@k and Pass@k, and each paired Mean@k difference, with 95% intervals.
+
+    An arm is labelled with its solver:banks (or its banks); the arm the others are compared with is the
+    baseline, drawn as a square; the differences (arm minus baseline) have their own panel around 0.
+    """
     rows = rows[-MAX_EVAL_ROWS:]
-    fig = Figure(figsize=(11, 1.2 + 0.55 * len(rows) * 2), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True)
+    width = max([len(row.arms) for row in rows] + [1])
+    fig = Figure(figsize=(14, 1.6 + 0.32 * len(rows) * (width + 1)), layout="constrained")
+    axes = fig.subplots(1, 3, sharey=True, width_ratios=(1, 1, 1.1))
     labels = [f"{row.eval_id}\n{row.dataset} (k={row.samples}, n={row.problems})" for row in rows]
-    arm_style = {"experiences": ("tab:blue", -0.15), "baseline": ("tab:gray", 0.15)}
-    # the arms of an arms evaluation side by side: a colour each, spread within the row
-    others = list(dict.fromkeys(arm.name for row in rows for arm in row.arms if arm.name not in arm_style))
-    for i, name in enumerate(others):
-        arm_style[name] = (f"C{(i + 4) % 10}", 0.3 * (i / max(1, len(others) - 1) - 0.5) if len(others) > 1 else 0.0)
-    for ax, metric in zip(axes, ("mean_at_k", "pass_at_k"), strict=True):
-        seen: set[str] = set()
-        for y, row in enumerate(rows):
-            for arm in row.arms:
-                bound: Bound | None = getattr(arm, metric)
-                if bound is None:
-                    continue
-                color, dy = arm_style.get(arm.name, ("tab:purple", 0.0))
-                err = None
-                if bound.low is not None and bound.high is not None:
-                    err = [[bound.estimate - bound.low], [bound.high - bound.estimate]]
-                ax.errorbar(
-                    [bound.estimate],
-                    [y + dy],
-                    xerr=err,
-                    fmt="o",
-                    color=color,
-                    capsize=4,
-                    label=None if arm.name in seen else arm.name,
-                )
-                seen.add(arm.name)
-        ax.set(
-            title=f"{'Mean@k' if metric == 'mean_at_k' else 'Pass@k'} with 95% bootstrap interval",
-            xlim=(-0.02, 1.02),
-            xlabel="accuracy",
-        )
+    # one colour per arm, whatever evaluations it appears in; its label says what it is
+    names = list(dict.fromkeys((arm.name, arm.source) for row in rows for arm in row.arms))
+    color = {key: f"C{i % 10}" for i, key in enumerate(names)}
+
+    def offset(i: int, count: int) -> float:
+        return 0.6 * (i / (count - 1) - 0.5) if count > 1 else 0.0
+
+    seen: set[str] = set()
+    for y, row in enumerate(rows):
+        for i, arm in enumerate(row.arms):
+            baseline = arm.name == row.against
+            label = f"{arm.name} = {arm.source}" + (" (baseline)" if baseline else "")
+            for ax, bound in zip(axes[:2], (arm.mean_at_k, arm.pass_at_k), strict=True):
+                if bound is not None:
+                    shown = None if label in seen else label
+                    _errorbar(ax, bound, y + offset(i, len(row.arms)), color[(arm.name, arm.source)], shown,
+                              "s" if baseline else "o")  # fmt: skip
+                    seen.add(label)
+        source = {arm.name: arm.source for arm in row.arms}
+        for i, diff in enumerate(row.differences):
+            dy = offset(i, len(row.differences))
+            _errorbar(axes[2], diff.difference, y + dy, color.get((diff.arm, source.get(diff.arm, "")), "tab:purple"),
+                      None, "D")  # fmt: skip
+            p = f", p={diff.p_value:.3f}" if diff.p_value is not None else ""
+            axes[2].annotate(
+                f"{diff.arm} - {diff.against}{p}",
+                (diff.difference.high if diff.difference.high is not None else diff.difference.estimate, y + dy),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize="x-small",
+            )
+    for ax, title in zip(axes[:2], ("Mean@k", "Pass@k"), strict=True):
+        ax.set(title=f"{title} with 95% bootstrap interval", xlim=(-0.02, 1.02), xlabel="accuracy")
         ax.xaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
         ax.grid(axis="x", alpha=0.3)
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="outside lower center", ncols=2, fontsize="small")
+    axes[2].axvline(0, color="black", lw=0.8)
+    axes[2].set(title="paired difference of Mean@k (arm - baseline)", xlabel="percentage points", xlim=(-1.05, 1.4))
+    axes[2].xaxis.set_major_formatter(lambda v, _: f"{v * 100:+.0f}")
+    axes[2].grid(axis="x", alpha=0.3)
+    handles, legend = axes[0].get_legend_handles_labels()
+    fig.legend(handles, legend, loc="outside lower center", ncols=min(3, max(1, len(legend))), fontsize="small")
     axes[0].set_yticks(range(len(rows)), labels, fontsize="small")
     axes[0].invert_yaxis()
-    fig.suptitle("Evaluations (frozen banks)")
+    _title(fig, "Evaluations (frozen banks)", simulated)
     _save(fig, path)
 
 
@@ -689,19 +804,26 @@ def _evaluation_section(rows: list[EvalRow], plot: str) -> str:
     verdicts = []
     for row in rows:
         head = (row.eval_id, row.model, row.dataset, row.samples, row.problems)
-        table_rows += [(*head, f"{arm.name}: {arm.source}", arm.mean_at_k, arm.pass_at_k or "-") for arm in row.arms]
-        if row.difference is not None:
-            d = row.difference
+        for arm in row.arms:
+            mark = " (baseline)" if arm.name == row.against else ""
+            table_rows.append((*head, f"{arm.name}: {arm.source}{mark}", arm.mean_at_k, arm.pass_at_k or "-"))
+        for diff in row.differences:
+            d = diff.difference
             interval = f" [{d.low * 100:+.1f}, {d.high * 100:+.1f}]" if d.low is not None and d.high is not None else ""
-            p = f", p = {row.p_value:.3g}" if row.p_value is not None else ""
-            mcnemar = f"McNemar p = {row.mcnemar_p:.3g}" if row.mcnemar_p is not None else "-"
-            table_rows.append((*head, "paired difference", f"{d.estimate * 100:+.1f} pts{interval}{p}", mcnemar))
-        for line in ([row.verdict] if row.verdict else []) + list(row.verdicts):
-            verdicts.append(f"<li>{esc(row.eval_id)}, {esc(row.dataset)}: Mean@{row.samples} {esc(line)}</li>")
+            p = f", p = {diff.p_value:.3g}" if diff.p_value is not None else ""
+            mcnemar = f"McNemar p = {diff.mcnemar_p:.3g}" if diff.mcnemar_p is not None else "-"
+            what = f"paired difference: {diff.arm} - {diff.against}"
+            table_rows.append((*head, what, f"{d.estimate * 100:+.1f} pts{interval}{p}", mcnemar))
+            if diff.verdict:
+                verdicts.append(
+                    f"<li>{esc(row.eval_id)}, {esc(row.dataset)}: Mean@{row.samples} {esc(diff.verdict)}</li>"
+                )
     header = ("eval", "model", "dataset", "k", "problems", "arm: experiences", "Mean@k [95% CI]", "Pass@k [95% CI]")
     return (
         "<h2>Evaluations</h2><p>Frozen banks, k samples per problem; intervals are 95% bootstrap intervals over "
-        "problems (a baseline read from the results table alone has no interval).</p>"
+        "problems, and each p-value comes from the same bootstrap as its interval (p &lt; 0.05 exactly when the "
+        f"interval excludes 0); below {MIN_PROBLEMS} problems there is no verdict. A baseline read from the results "
+        "table alone has no interval.</p>"
         + plot
         + '<div style="overflow-x:auto">'
         + _table(header, table_rows, numeric=(3, 4))
@@ -820,7 +942,7 @@ def render_page(data: RunData, figures: dict[str, str], tallies: list[CriticTall
         _problems_section(data, tallies) if data.steps else "",
     ]
     notes = "".join(_note(n) for n in data.notes)
-    if data.summary.get("model") == "simulated":
+    if simulated_run(data) or simulated_evals(data):
         notes += _note(
             "model: simulated — the bundled simulator is a test double: these numbers say nothing about a model's skill"
         )
@@ -835,6 +957,16 @@ def render_page(data: RunData, figures: dict[str, str], tallies: list[CriticTall
         + "".join(sections)
         + "</body></html>\n"
     )
+
+
+def simulated_run(data: RunData) -> bool:
+    """The run's model was the bundled simulator (its result.json says so)."""
+    return data.summary.get("model") == "simulated"
+
+
+def simulated_evals(data: RunData) -> bool:
+    """An evaluation of the run was made on the simulator."""
+    return any(row.model == "simulated" for row in data.evaluations)
 
 
 def build_report(run_dir: Path, out: Path, db: str | None = None) -> Path:
@@ -852,19 +984,21 @@ def build_report(run_dir: Path, out: Path, db: str | None = None) -> Path:
         (out / name).unlink(missing_ok=True)
     tallies = critic_tallies(data.rollouts, data.steps)
     plots: dict[str, tuple[str, str]] = {}  # section -> (file, alt text)
+    simulated = simulated_run(data)
     if data.rollouts:
-        plot_rewards(data.rollouts, out / "rewards.png")
+        plot_rewards(data.rollouts, out / "rewards.png", simulated)
         plots["rewards"] = ("rewards.png", "r_total per agent")
     if data.steps:
-        plot_accuracy(data, out / "accuracy.png")
-        plot_banks_tokens(data, bank_growth(data.banks, data.run, data.steps), out / "banks_tokens.png")
+        plot_accuracy(data, out / "accuracy.png", simulated)
+        growth = bank_growth(data.banks, data.run, data.steps)
+        plot_banks_tokens(data, growth, out / "banks_tokens.png", simulated)
         plots["accuracy"] = ("accuracy.png", "running accuracy per dataset")
         plots["banks"] = ("banks_tokens.png", "bank sizes and prompt tokens per problem")
     if any(t.fused for t in tallies):
-        plot_critic(tallies, out / "critic.png")
+        plot_critic(tallies, out / "critic.png", simulated)
         plots["critic"] = ("critic.png", "critic rescues and losses per problem")
     if data.evaluations:
-        plot_evaluations(data.evaluations, out / "evaluations.png")
+        plot_evaluations(data.evaluations, out / "evaluations.png", simulated_evals(data))
         plots["evaluations"] = ("evaluations.png", "evaluation accuracies with 95% intervals")
     figures = {key: _figure(out / name, alt) for key, (name, alt) in plots.items()}
     page = out / "index.html"

@@ -36,10 +36,10 @@ from causal_grpo.evaluation import (
 )
 from causal_grpo.problems import Problem, load_problems
 from causal_grpo.settings import resolve_context
-from causal_grpo.stats import Interval, format_p, points
+from causal_grpo.stats import MIN_PROBLEMS, Interval, format_p, points
 
-# below this many problems a bootstrap over problems is too coarse to take its intervals at face value
-FEW_PROBLEMS = 20
+# a bootstrap over so few problems understates its spread, so its intervals are rough and it calls no verdict
+ROUGH = f"rough intervals, and no verdict below {MIN_PROBLEMS} problems (docs/evaluation.md)"
 
 
 async def _arm(spec: str, path: Path | None, solver: str = "scaffold") -> Arm:
@@ -119,8 +119,8 @@ def render_arms(result: EvalResult, console: Console) -> None:
     console.print(table)
     for dataset in datasets:
         problems = next(f.problems for f in result.arms[0].datasets if f.dataset == dataset)
-        if 0 < problems < FEW_PROBLEMS:
-            console.print(f"{dataset}: only {problems} problems, rough intervals", highlight=False)
+        if 0 < problems < MIN_PROBLEMS:
+            console.print(f"{dataset}: only {problems} problems: {ROUGH}", highlight=False)
         if problems == 0:
             console.print(f"{dataset}: no problem finished in every arm; nothing to report", highlight=False)
     for c in result.comparisons:
@@ -152,8 +152,8 @@ def render(result: EvalResult, console: Console) -> None:
             )
     console.print(table)
     for report in result.reports:
-        if 0 < report.problems < FEW_PROBLEMS:
-            console.print(f"{report.dataset}: only {report.problems} problems, rough intervals", highlight=False)
+        if 0 < report.problems < MIN_PROBLEMS:
+            console.print(f"{report.dataset}: only {report.problems} problems: {ROUGH}", highlight=False)
         if report.comparison is not None:
             console.print(f"{report.dataset}: Mean@{k} {report.comparison.verdict}", highlight=False)
         elif report.experiences is None:
@@ -187,7 +187,9 @@ def eval_command(
     ] = None,
     home: HOME_OPTION = Path("~/.causal-grpo"),
     config: Annotated[Path | None, typer.Option(help="Optional config file (JSON or TOML).")] = None,
-    json_out: Annotated[Path | None, typer.Option(help="Also write the result here (default: in the run).")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option(help="Also write the result here (the run folder always gets eval-<id>.json).")
+    ] = None,
     arm: Annotated[
         list[str] | None,
         typer.Option(
@@ -239,7 +241,7 @@ def eval_command(
     except CausalGrpoError as exc:
         fail(console, str(exc))
     render(result, console)
-    _written(result, written, home, ctx.run, console)
+    _written(result, written, json_out, home, ctx.run, console)
 
 
 def _setup(options: dict[str, Any], run: str | None, console: Console) -> tuple[Context, list[Problem]]:
@@ -283,10 +285,12 @@ def _with_progress(
         return asyncio.run(start(lambda _arm, _result: progress.advance(task)))
 
 
-def _written(result: EvalResult, written: Path, home: Path, run: str, console: Console) -> None:
+def _written(result: EvalResult, written: Path, json_out: Path | None, home: Path, run: str, console: Console) -> None:
+    also = f" and {json_out}" if json_out is not None and json_out.resolve() != written.resolve() else ""
     console.print(
-        f"{result.usage.calls} model calls in {result.seconds:.1f}s; results in {written} "
-        f"and {run_dir(home, run) / 'results.db'} (tables evaluations, arm_evaluations)",
+        f"{result.usage.calls} model calls in {result.seconds:.1f}s; results in {written}{also} "
+        f"and {run_dir(home, run) / 'results.db'} (tables evaluations, arm_evaluations); "
+        f"causal-grpo report --run {run} shows them",
         highlight=False,
     )
 
@@ -313,4 +317,4 @@ def _eval_arms(specs: list[str], against: str | None, options: dict[str, Any], c
     except CausalGrpoError as exc:
         fail(console, str(exc))
     render_arms(result, console)
-    _written(result, written, home, ctx.run, console)
+    _written(result, written, options["json_out"], home, ctx.run, console)

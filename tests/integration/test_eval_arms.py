@@ -64,8 +64,15 @@ def test_four_arms_on_the_same_problems_with_intervals_and_comparisons(simulator
     )
     assert all((r.against is None) == (r.arm == "cot") for r in rows)
 
+    # --json-out is a copy: the run folder has its own, so the run's report shows the evaluation
+    assert json.loads((tmp_path / "runs" / run / f"eval-{saved['eval_id']}.json").read_text()) == saved
+    assert f"eval-{saved['eval_id']}.json and {out}" in output
+    # four problems per dataset: figures, but no verdict
+    for c in saved["comparisons"]:
+        assert "no verdict below 20 problems" in c["verdict"] and c["significant"] is None
+    assert "only 4 problems: rough intervals, and no verdict below 20 problems" in output
+
     # the report plots the arms side by side and lists each comparison's verdict
-    (tmp_path / "runs" / run / f"eval-{saved['eval_id']}.json").write_text(out.read_text())
     reported = CliRunner().invoke(app, ["report", "--run", run, "--home", str(tmp_path)])
     assert reported.exit_code == 0, reported.output
     page = (tmp_path / "runs" / run / "report" / "index.html").read_text()
@@ -78,6 +85,20 @@ def test_four_arms_on_the_same_problems_with_intervals_and_comparisons(simulator
     index = tmp_path / "runs" / run / "report" / "index.html"
     dom = render_page(index, "--dump-dom", "--virtual-time-budget=5000")
     assert "evaluations.png" in dom and all(html.escape(c["verdict"]) in dom for c in saved["comparisons"])
+    with Image.open(tmp_path / "runs" / run / "report" / "evaluations.png") as plot:
+        assert "model: simulated" in plot.info["Title"]
+
+    # without the JSON file the report reads the arm_evaluations rows: the same arms and verdicts
+    (tmp_path / "runs" / run / f"eval-{saved['eval_id']}.json").unlink()
+    (index.parent / "evaluations.png").unlink()
+    assert CliRunner().invoke(app, ["report", "--run", run, "--home", str(tmp_path)]).exit_code == 0
+    from_table = index.read_text()
+    assert "evaluations.png" in from_table and "no evaluation yet" not in from_table
+    for arm in saved["arms"]:
+        assert html.escape(f"{arm['name']}: {arm['solver']}:{arm['banks']}") in from_table
+    assert all(html.escape(c["verdict"]) in from_table for c in saved["comparisons"])
+    assert html.escape("paired difference: graph+exp - cot") in from_table
+
     shot = tmp_path / "report.png"
     render_page(index, "--window-size=1280,4000", f"--screenshot={shot}")
     with Image.open(shot) as image:  # the plots are drawn: matplotlib's tab:blue is on the screen

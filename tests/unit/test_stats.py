@@ -7,6 +7,7 @@ import random
 import pytest
 
 from causal_grpo.stats import (
+    MIN_PROBLEMS,
     Interval,
     bootstrap_mean,
     mcnemar_exact,
@@ -75,7 +76,7 @@ def test_results_are_reproducible_for_a_seed_and_vary_with_it():
 
 
 def test_identical_arms_show_no_difference():
-    values = [0.0, 0.5, 1.0, 0.25]
+    values = [0.0, 0.5, 1.0, 0.25] * 5
     test = paired_bootstrap(values, values)
     assert test.difference == Interval(estimate=0.0, low=0.0, high=0.0)
     assert test.p_value == 1.0 and not test.significant
@@ -118,3 +119,29 @@ def test_verdict_lines():
     loss = Interval(estimate=-0.2, low=-0.3, high=-0.1)
     expected = "loss of 20.0 points is distinguishable from noise (p < 0.001, 95% CI -30.0 to -10.0)"
     assert verdict(loss, 0.0004) == expected
+
+
+@pytest.mark.parametrize("problems", [MIN_PROBLEMS, 25, 40])
+def test_interval_and_p_come_from_one_test_and_always_agree(problems):
+    """p < 0.05 exactly when the 95% interval excludes 0, across gains, losses and nulls."""
+    rng = random.Random(problems)
+    seen = set()
+    for trial in range(150):
+        difficulty = [rng.uniform(0.1, 0.7) for _ in range(problems)]
+        gain = rng.choice([-0.25, -0.1, 0.0, 0.0, 0.1, 0.25])
+        test = paired_bootstrap(arm(rng, difficulty, gain), arm(rng, difficulty), resamples=500, seed=trial)
+        excludes = test.difference.low > 0 or test.difference.high < 0
+        assert test.significant is (test.p_value < 0.05) is excludes, test
+        assert test.difference.low <= test.difference.estimate <= test.difference.high
+        seen.add(excludes)
+    assert seen == {True, False}  # both cases were met, so the agreement was tested on each
+
+
+def test_no_verdict_below_the_minimum_number_of_problems():
+    # four problems, every one a gain: the bootstrap alone would call +50 points "distinguishable" (p of 0.01)
+    few = paired_bootstrap([1.0, 1.0, 0.5, 0.5], [0.5, 0.5, 0.0, 0.0])
+    assert few.significant is None and few.difference.estimate == pytest.approx(0.5)
+    assert few.verdict.startswith("gain of +50.0 points on 4 problems: no verdict below 20 problems (p ")
+    assert "distinguishable" not in few.verdict
+    enough = paired_bootstrap([1.0, 1.0, 0.5, 0.5] * 5, [0.5, 0.5, 0.0, 0.0] * 5)
+    assert enough.significant is True and "is distinguishable from noise" in enough.verdict
