@@ -612,7 +612,7 @@ def plot_banks_tokens(data: RunData, growth: dict[str, list[int]], path: Path, s
     bottom.set_ylim(bottom=0)
     bottom.grid(alpha=0.3)
     if data.rollouts:
-        bottom.legend(fontsize="small", ncols=4, loc="lower right")
+        bottom.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     _title(fig, "Bank size and prompt tokens over time", simulated)
     _save(fig, path)
 
@@ -687,8 +687,9 @@ def plot_evaluations(rows: list[EvalRow], path: Path, simulated: bool = False) -
                               "s" if baseline else "o")  # fmt: skip
                     seen.add(label)
         source = {arm.name: arm.source for arm in row.arms}
-        for i, diff in enumerate(row.differences):
-            dy = offset(i, len(row.differences))
+        position = {arm.name: i for i, arm in enumerate(row.arms)}
+        for diff in row.differences:
+            dy = offset(position.get(diff.arm, 0), len(row.arms))  # level with its arm in the other panels
             _errorbar(axes[2], diff.difference, y + dy, color.get((diff.arm, source.get(diff.arm, "")), "tab:purple"),
                       None, "D")  # fmt: skip
             p = f", p={diff.p_value:.3f}" if diff.p_value is not None else ""
