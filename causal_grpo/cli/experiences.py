@@ -242,7 +242,7 @@ def prune_command(
     run: RUN_OPTION = "default",
     home: HOME_OPTION = Path("~/.causal-grpo"),
 ) -> None:
-    """Soft-delete experiences by rule (recorded in their history; `history ID --rollback K` undoes it)."""
+    """Soft-delete experiences by rule (recorded in their history; `history ID --rollback K` of a delete undoes it)."""
     if min_success_rate is None and not dedupe and max_size is None:
         raise typer.BadParameter("give a rule: --min-success-rate, --dedupe or --max-size")
 
@@ -315,29 +315,47 @@ def diff(
     _run(work)
 
 
+async def _undo(bank: ExperienceBank, experience_id: str, index: int, run: str) -> Experience:
+    """Undo edit `index`: restore the state right after the edit before it (recorded as a new rollback edit)."""
+    found = await bank.get(experience_id)
+    if found is None:
+        raise ManageError(f"no experience {experience_id} in run {run}")
+    last = len(found.history) - 1
+    if index == 0:
+        raise ManageError(f"edit 0 of {experience_id} is its add; undo a later edit (1..{last}), or prune to delete it")
+    if not 1 <= index <= last:
+        raise ManageError(f"{experience_id} has edits 0..{last}; --rollback takes 1..{last}, not {index}")
+    return await bank.rollback(experience_id, index - 1)
+
+
 @app.command("history")
 def history(
     experience_id: Annotated[str, typer.Argument(metavar="ID", help="An id such as G1-007.")],
     rollback: Annotated[
-        int | None, typer.Option(help="Restore the content as it was right after edit K (a new edit).")
+        int | None,
+        typer.Option(
+            help="Undo edit K: back to the state just before it, content and live/deleted (a new edit); "
+            "the K of a delete brings the experience back."
+        ),
     ] = None,
     run: RUN_OPTION = "default",
     home: HOME_OPTION = Path("~/.causal-grpo"),
 ) -> None:
-    """An experience's edit history (index, op key, op, old -> new, time); `--rollback K` restores edit K."""
+    """An experience's edit history (index, op key, op, old -> new, time); `--rollback K` undoes edit K."""
 
     async def work(console: Console) -> None:
         bank_name = bank_of(experience_id)
         async with _store(home, run) as store:
             bank = ExperienceBank(bank_name, store)
             if rollback is not None:
-                try:
-                    restored = await bank.rollback(experience_id, rollback)
-                except (KeyError, IndexError) as exc:
-                    raise ManageError(str(exc).strip("'\"")) from None
+                undone = await _undo(bank, experience_id, rollback, run)
                 await write_run_exports(store, run_dir(home, run), [bank_name])
-                state = " (deleted)" if restored.deleted else ""
-                console.print(f"{experience_id} restored to edit {rollback}{state}: {restored.content}", markup=False)
+                state = "deleted" if undone.deleted else "live"
+                console.print(
+                    f"{experience_id}: edit {rollback} undone, back to its state after edit {rollback - 1} "
+                    f"({state}): {undone.content}",
+                    markup=False,
+                )
             found = await bank.get(experience_id)
         if found is None:
             raise ManageError(f"no experience {experience_id} in run {run}")

@@ -118,10 +118,22 @@ def test_prune_dry_run_then_prune_history_and_rollback(home):
     victim = expected[0]
     history = cli(home, "history", victim, "--run", RUN)
     assert "prune:success_rate@" in history and "delete" in history
-    restored = cli(home, "history", victim, "--rollback", "0", "--run", RUN)
-    assert f"{victim} restored to edit 0" in restored and "rollback" in restored
-    assert victim in [r["id"] for r in listed(home)]
-    assert "has edits 0.." in cli(home, "history", victim, "--rollback", "99", "--run", RUN, code=1)
+    shown = json.loads(cli(home, "show", victim, "--run", RUN))
+    delete = len(shown["history"]) - 1
+    assert shown["history"][delete]["op"] == "delete"
+    # --rollback K undoes edit K: the K of the delete brings the experience back in one step, as it was
+    restored = cli(home, "history", victim, "--rollback", str(delete), "--run", RUN)
+    assert f"{victim}: edit {delete} undone, back to its state after edit {delete - 1} (live)" in restored
+    assert shown["content"] in " ".join(restored.split())
+    back = next(r for r in listed(home) if r["id"] == victim)
+    assert back["content"] == shown["content"]
+    exported = json.loads((home / "runs" / RUN / "generator_1_experiences.json").read_text())
+    assert victim in [r["id"] for r in exported]  # the run's export lists live records
+    # and undoing that rollback deletes it again
+    again = cli(home, "history", victim, "--rollback", str(delete + 1), "--run", RUN)
+    assert "(deleted)" in again and victim not in [r["id"] for r in listed(home)]
+    assert "edit 0 of" in cli(home, "history", victim, "--rollback", "0", "--run", RUN, code=1)
+    assert "takes 1.." in cli(home, "history", victim, "--rollback", "99", "--run", RUN, code=1)
 
 
 def test_prune_max_size_and_dedupe(home, tmp_path):
