@@ -258,14 +258,25 @@ _UNIT_ERRORS = {"dimension", "unit"}
 
 
 def inputs(computation: Computation) -> dict[str, list[str]]:
-    """Each parsed node's inputs: what its value depends on, or its formula's references where that is unknown."""
-    return {n: computation.depends.get(n, refs) for n, refs in computation.parents.items()}
+    """Each parsed node's inputs: what its value depends on (nothing for a typed-in value), else its references."""
+    return {
+        n: [] if n in computation.typed_in else computation.depends.get(n, refs)
+        for n, refs in computation.parents.items()
+    }
 
 
 def typed_in(scaffold: Scaffold, computation: Computation) -> list[str]:
-    """Derived nodes whose value depends on no node: numbers typed into a formula, givens in all but name."""
+    """Derived nodes and unknowns whose value does not depend on the givens: numbers typed in, givens in all but name.
+
+    One with no input at all is seen from its formula; the others are found by the computer, which computes
+    the graph again with the givens moved (`Computation.typed_in`).
+    """
     edges = inputs(computation)
-    return [n.id for n in scaffold.nodes if n.kind == "derived" and n.id in edges and not edges[n.id]]
+    return [
+        n.id
+        for n in scaffold.nodes
+        if n.id in computation.typed_in or (n.kind == "derived" and n.id in edges and not edges[n.id])
+    ]
 
 
 def graph_reward(scaffold: Scaffold | None, computation: Computation) -> RewardPart:
@@ -274,15 +285,20 @@ def graph_reward(scaffold: Scaffold | None, computation: Computation) -> RewardP
     if scaffold is None or "schema" in kinds:
         return _part(dict.fromkeys(GRAPH_WEIGHTS, 0.0), GRAPH_WEIGHTS, "the scaffold did not parse")
     n = len(scaffold.nodes)
-    # A check constrains the graph without feeding the target: it is never dead and has no value.
-    ids = [node.id for node in scaffold.nodes if node.kind != "check"]
+    edges = inputs(computation)
+    conditions = _conditions(scaffold, computation)
+    ids = [node.id for node in scaffold.nodes if node.id not in conditions]
     valued = [node.id for node in scaffold.nodes if node.is_quantity]
     target = scaffold.node(scaffold.target)
-    feeding = ancestors(scaffold.target, inputs(computation)) if target else set()
+    feeding = ancestors(scaffold.target, edges) if target else set()
     given_ids = {node.id for node in scaffold.nodes if node.kind == "given"}
     reachable = target is not None and target.kind in ("derived", "unknown") and bool(feeding & given_ids)
-    dead = [i for i in dict.fromkeys(ids) if i not in feeding and (target is None or i != target.id)]
-    derived = [node.id for node in scaffold.nodes if node.kind == "derived"]
+    alive = feeding | {scaffold.target}
+    # A node only a condition uses is alive when it is computed from what the target is computed from: it
+    # verifies the answer. One that only checks givens among themselves feeds nothing the answer needs.
+    verifying = {a for c in conditions for a in ancestors(c, edges) if ancestors(a, edges) & alive}
+    dead = [i for i in dict.fromkeys(ids) if i not in alive and i not in verifying]
+    derived = [node.id for node in scaffold.nodes if node.kind in ("derived", "unknown")]
     without_inputs = typed_in(scaffold, computation)
     breakdown = {
         "parses": 1.0,
@@ -300,8 +316,23 @@ def graph_reward(scaffold: Scaffold | None, computation: Computation) -> RewardP
     if dead:
         notes.append(f"dead: {_listed(dead)}")
     if without_inputs:
-        notes.append(f"derived without inputs: {_listed(without_inputs)}")
+        reasons = [
+            f"{i} ({computation.typed_in[i] if computation.depends.get(i) else 'derived without inputs'})"
+            for i in without_inputs
+        ]
+        notes.append(f"typed in: {_listed(reasons)}")
     return _part(breakdown, GRAPH_WEIGHTS, f"{n} nodes; " + "; ".join(notes))
+
+
+def _conditions(scaffold: Scaffold, computation: Computation) -> set[str]:
+    """Checks, and equations that hold no unknown: they test values and never feed one, so they are never dead."""
+    unknowns = {node.id for node in scaffold.nodes if node.kind == "unknown"}
+    return {
+        node.id
+        for node in scaffold.nodes
+        if node.kind == "check"
+        or (node.kind == "equation" and not (ancestors(node.id, computation.parents) | {node.id}) & unknowns)
+    }
 
 
 def _listed(ids: list[str], limit: int = 8) -> str:

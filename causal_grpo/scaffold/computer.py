@@ -29,6 +29,7 @@ from __future__ import annotations
 import graphlib
 import logging
 import math
+import random
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -38,7 +39,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from causal_grpo.scaffold import solver, units
 from causal_grpo.scaffold.budget import deadline_of
-from causal_grpo.scaffold.evaluator import Evaluator, Quantity, unit_name
+from causal_grpo.scaffold.evaluator import FALLBACK_DIGITS, Evaluator, Quantity, unit_name
 from causal_grpo.scaffold.exact import PRECISE_DIGITS, simplest
 from causal_grpo.scaffold.formula import (
     CONSTANT_NAMES,
@@ -85,6 +86,15 @@ MAX_SCHEMA_ERRORS = 5
 """How many pydantic errors a `schema` error lists."""
 SIMPLIFY_SHARE = 0.5
 """Share of the time limit the target's simplification may use at most (it gives up quietly, keeping the value)."""
+PERTURBATIONS = ((-40, -7), (500, 1000), (-600, -400))
+"""Relative sizes (in thousandths, low and high) of the givens' moves in each trial of the typed-in test: a
+small move down first, where a solution branch is easy to follow and a loop bound costs less; then large
+ones, for steps such as floor(), a count or a least-k search that a small move leaves unchanged. A trial
+runs only for the nodes the earlier ones did not show to move."""
+MOVED_REL_TOL = 1e-9
+"""A value moved when it changed by more than this (relative): a float-sized wiggle is not a dependence."""
+_EXACT_ONLY = ("needs an exact rational", "needs integer bounds", "needs an integer")
+_RELAXED: dict[str, str] = {"integer": "real", "positive_integer": "positive", "nonnegative_integer": "nonnegative"}
 
 
 class ComputeError(BaseModel):
@@ -128,6 +138,10 @@ class Computation(BaseModel):
     depends: dict[str, list[str]] = Field(
         default_factory=dict,
         description="The parents a node's built value really depends on (`0*x` does not depend on x).",
+    )
+    typed_in: dict[str, str] = Field(
+        default_factory=dict,
+        description="Derived nodes and unknowns whose value was not shown to depend on the givens, with the reason.",
     )
     answer: Answer | None = None
     errors: list[ComputeError] = Field(default_factory=list)
@@ -180,8 +194,19 @@ def _numeric(magnitude: sympy.Expr) -> float | None:
 class _Run:
     """One computation: collects errors, values and the root cause behind every uncomputed node."""
 
-    def __init__(self, scaffold: Scaffold, deadline: float, time_limit_s: float) -> None:
+    def __init__(
+        self,
+        scaffold: Scaffold,
+        deadline: float,
+        time_limit_s: float,
+        moves: dict[str, sympy.Expr] | None = None,
+        branch: dict[str, float | None] | None = None,
+    ) -> None:
         self.scaffold = scaffold
+        # A perturbed run (the typed-in test): the givens get `moves` instead of their values, and each solved
+        # unknown follows `branch`, its value in the real run; checks select nothing there (see `typed_in`).
+        self.moves = moves
+        self.branch = branch or {}
         self.result = Computation(valid=False)
         self.failed: dict[str, ComputeError] = {}  # node id -> the error that stopped it (its own or upstream)
         self.nodes: dict[str, Node] = {}
@@ -359,8 +384,9 @@ class _Run:
     def solve(self, block: list[str]) -> None:
         unknowns = [n for n in block if self.nodes[n].kind == "unknown"]
         equations = [n for n in block if self.nodes[n].kind == "equation"]
+        domains = {u: self.domain(u) for u in unknowns}
         for u in unknowns:
-            self.quantities[u] = Quantity(symbol_for(u, self.nodes[u].domain), units.parse_unit(self.nodes[u].unit))
+            self.quantities[u] = Quantity(symbol_for(u, domains[u]), units.parse_unit(self.nodes[u].unit))
         residuals: list[sympy.Expr] = []
         # Only what the equations use is built over the unknowns' symbols; the rest waits for their values.
         feeding = set().union(*(ancestors(e, self.result.parents) for e in equations))
@@ -386,9 +412,7 @@ class _Run:
             self.fail_block(block, stuck[0] if stuck else free[0])
             return
         try:
-            candidates = solver.solve(
-                residuals, [solver.Unknown(u, self.nodes[u].domain) for u in unknowns], self.deadline
-            )
+            candidates = solver.solve(residuals, [solver.Unknown(u, domains[u]) for u in unknowns], self.deadline)
         except FormulaError as exc:
             self.error(
                 exc.kind,
@@ -397,7 +421,10 @@ class _Run:
             )
             self.fail_block(block, unknowns[0])
             return
-        kept = [c for c in candidates if self.consistent(block, c)]
+        if self.moves is not None:
+            kept = self.nearest(candidates, unknowns)
+        else:
+            kept = [c for c in candidates if self.consistent(block, c)]
         if len(kept) != 1:
             self.error(
                 "math",
@@ -412,6 +439,28 @@ class _Run:
                 self.attempt(node_id, lambda n=node_id: self.record(n, self.quantities[n]))
             elif not self.blocked(node_id):
                 self.attempt(node_id, lambda n=node_id: self.compute_node(n))
+
+    def domain(self, unknown: str) -> Any:
+        """An unknown's domain; a perturbed run relaxes integers to reals (moved givens rarely keep it integral)."""
+        domain = self.nodes[unknown].domain
+        return domain if self.moves is None else _RELAXED.get(domain, domain)
+
+    def nearest(self, candidates: list[dict[str, sympy.Expr]], unknowns: list[str]) -> list[dict[str, sympy.Expr]]:
+        """The candidate closest to the real run's solution: the branch the solution moves along."""
+
+        def distance(candidate: dict[str, sympy.Expr]) -> float:
+            total = 0.0
+            for u in unknowns:
+                real = self.branch.get(u)
+                try:
+                    moved = float(sympy.re(sympy.N(candidate[u], 15)))
+                except (TypeError, ValueError, ArithmeticError):
+                    return math.inf
+                total += math.inf if real is None else abs(moved - real) / max(1.0, abs(real))
+            return total
+
+        ranked = sorted(((distance(c), i) for i, c in enumerate(candidates)), key=lambda p: p[0])
+        return [candidates[ranked[0][1]]] if ranked and math.isfinite(ranked[0][0]) else []
 
     def residual(self, node_id: str) -> sympy.Expr:
         """lhs - rhs of an equation, in the left side's unit."""
@@ -467,7 +516,8 @@ class _Run:
         q = self.evaluator.evaluate(expr)
         declared = units.parse_unit(node.unit)
         if node.kind == "given":
-            return Quantity(q.magnitude, declared, q.size, q.depth, q.exact)
+            magnitude = q.magnitude if self.moves is None else self.moves.get(node.id, q.magnitude)
+            return Quantity(magnitude, declared, q.size, q.depth, q.exact)
         if not node.unit.strip():
             return q
         if not units.same_dimension(q.unit, declared):
@@ -476,6 +526,10 @@ class _Run:
         return self.evaluator.quantity(checked(units.convert(q.magnitude, q.unit, declared)), declared, q)
 
     def record(self, node_id: str, q: Quantity) -> None:
+        if self.moves is not None and not q.magnitude.is_Rational:
+            # Whether a value moves needs no exact irrationals, which would make the perturbed run far slower
+            # than the real one (a sqrt that was 17 inside a sum's % is not 17 any more).
+            q = Quantity(q.magnitude.evalf(FALLBACK_DIGITS), q.unit, exact=False)
         numeric = _numeric(q.magnitude)
         try:
             exact = str(q.magnitude)
@@ -503,6 +557,71 @@ class _Run:
                     if n.kind == "equation" and node_id in self.result.depends.get(e, [])
                 ]
 
+    def find_typed_in(self) -> None:
+        """Which computed derived nodes and unknowns keep their value when every given moves (or fail then).
+
+        The graph is computed again with all givens moved at once, each by its own generic amount (integers by
+        integers, so loop bounds stay bounds), under the same deadline. A node whose value moves depends on the
+        givens through the computation. One that keeps its value, or that cannot be computed with the givens
+        moved (all at once, or any one alone), is typed in: its dependence is not shown, and running out of time
+        shows nothing either.
+        """
+        pending = {
+            n: "" for n in self.result.order if self.nodes[n].kind in ("derived", "unknown") and n not in self.failed
+        }
+        givens = [n for n in self.result.order if self.nodes[n].kind == "given"]
+        branch = {n: self.result.numeric.get(n) for n in self.result.order if self.nodes[n].kind == "unknown"}
+        # All givens at once, small then large moves; then, for a node that could not be computed that way,
+        # each of its givens alone (a value that is only defined on some inputs, e.g. numer() of a solution).
+        trials = [(low, high, givens, True) for low, high in PERTURBATIONS]
+        trials += [(-1, -1, [g], False) for g in givens]
+        for trial, (low, high, moving, together) in enumerate(trials):
+            if not pending:
+                break
+            if not together and not any(
+                moving[0] in ancestors(n, self.result.parents) and not r.startswith("keeps") for n, r in pending.items()
+            ):
+                continue
+            moves = {g: _moved(self.quantities[g].magnitude, random.Random(f"{trial}:{g}"), low, high) for g in moving}
+            run = _Run(self.scaffold, self.deadline, self.evaluator.time_limit_s, moves, branch)
+            run.run()
+            out_of_time = any(e.kind == "timeout" for e in run.result.errors)
+            moved = {
+                n
+                for n in run.result.values
+                if n in self.quantities and _moves(self.quantities[n].magnitude, run.quantities[n].magnitude)
+            } | set(moving)
+            for node_id in list(pending):
+                cause = run.failed.get(node_id)
+                if node_id in moved or (
+                    # numer(), denom(), a loop bound: defined on exact rationals or integers only, which a moved
+                    # input rarely stays; the node then depends on the givens as its inputs do.
+                    cause is not None
+                    and cause.node == node_id
+                    and any(m in cause.message for m in _EXACT_ONLY)
+                    and moved & set(self.result.depends.get(node_id, []))
+                ):
+                    del pending[node_id]
+                elif node_id in run.result.values:
+                    if together:
+                        pending[node_id] = "keeps its value when the givens change"
+                elif not pending[node_id].startswith("keeps"):
+                    pending[node_id] = (
+                        f"cannot be computed when the givens change ({_short(cause.message)})"
+                        if cause is not None
+                        else "the time limit ran out before it was computed with the givens changed"
+                        if out_of_time
+                        else "cannot be computed when the givens change"
+                    )
+            if out_of_time:
+                break
+        # A constant 0 or 1 inside the graph (binomial(k, k), an empty product) is structure, not a typed-in answer.
+        self.result.typed_in = {
+            n: why
+            for n, why in pending.items()
+            if n == self.scaffold.target or not why.startswith("keeps") or self.quantities[n].magnitude not in (0, 1)
+        }
+
     def answer(self, target: str) -> Answer:
         q = self.quantities[target]
         unit = self.result.units[target]
@@ -521,7 +640,10 @@ class _Run:
             self.parse_nodes()
             self.evaluate_all(self.order())
             self.finish_messages()
+            if self.moves is not None:
+                return self.result
             self.find_dependencies()
+            self.find_typed_in()
             result, target = self.result, self.scaffold.target
             if target in result.values:
                 result.answer = self.answer(target)
@@ -542,6 +664,26 @@ def ancestors(node: str, parents: dict[str, list[str]]) -> set[str]:
                 seen.add(parent)
                 stack.append(parent)
     return seen
+
+
+def _moved(value: sympy.Expr, rng: random.Random, low: int, high: int) -> sympy.Expr:
+    """A given's value moved generically by low..high thousandths: an integer by at least 1, staying an integer."""
+    share = sympy.Rational(rng.randint(low, high), 1000)
+    if value.is_Integer:
+        step = max(1, int(abs(value) * abs(share))) + rng.randint(0, 2)
+        # Down, but never through 0 or 1 (a count of one is often a divisor or a bound); small ones go up.
+        return value - step if share < 0 and abs(value) - step >= 2 else value + step
+    return value * (1 + share)
+
+
+def _moves(before: sympy.Expr, after: sympy.Expr) -> bool:
+    if before.is_Rational and after.is_Rational:
+        return before != after
+    try:
+        a, b = float(before), float(after)
+    except (TypeError, ValueError, OverflowError):
+        return str(before) != str(after)
+    return not math.isclose(a, b, rel_tol=MOVED_REL_TOL, abs_tol=0.0)
 
 
 def _short(text: str) -> str:

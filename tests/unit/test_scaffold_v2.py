@@ -162,12 +162,13 @@ def test_a_v2_graph_scores_like_any_other() -> None:
     assert part.score == pytest.approx(1.0), part.detail  # the check is neither dead nor uncomputed
 
 
-def test_an_equation_no_unknown_needs_is_dead() -> None:
+def test_an_equation_no_unknown_needs_is_a_check_and_what_only_it_uses_is_dead() -> None:
+    """An equation without unknowns tests givens like a check (never dead); b feeds only that test of givens."""
     data = {"nodes": [g("a", "2"), g("b", "2"), eq("e", "a == b"), d("t", "a * 3")], "target": "t"}
     result = run(*data["nodes"])
     assert result.valid
     part = graph_reward(Scaffold.model_validate(data), result)
-    assert "dead: b, e" in part.detail
+    assert "dead: b;" in part.detail + ";"
 
 
 ADVERSARIAL = [

@@ -156,7 +156,7 @@ def test_a_derived_node_without_inputs_is_a_typed_in_number() -> None:
     scaffold = Scaffold.model_validate(data)
     part = graph_reward(scaffold, result)
     assert part.score < 1.0
-    assert "derived without inputs: zig" in part.detail
+    assert "typed in: zig (derived without inputs)" in part.detail
     checks = logic_checks(scaffold, result, aime("12", "Three apples."))
     assert "untraced: zig" in checks.detail  # 4 is not in the text; it is checked like a given
 

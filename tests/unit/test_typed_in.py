@@ -45,7 +45,7 @@ TYPED_TARGETS = {
     "ifelse": graph(D, node("t", "derived", "ifelse(d > 0, 204, 0)")),
     "first": graph(D, node("t", "derived", "first(k == 204 + 0*d, k, 1, 1000)")),
     "first-bound": graph(D, node("t", "derived", "first(k == 204, k, d - 8, 1000)")),
-    "count": graph(D, node("t", "derived", "count(k <= 204, k, d - 8, 1000)")),
+    "count": graph(D, node("t", "derived", "count(k <= 204, k, 1, 1000 + d)")),
     "max_of": graph(D, node("t", "derived", "max_of(204, k, 1, d)")),
     "sum": graph(D, node("t", "derived", "sum(204/d, k, 1, d) - 0*d")),
     "integrate": graph(D, node("t", "derived", "integrate(204 + 0*d*u, u, 0, 1)")),
@@ -90,7 +90,8 @@ def test_a_typed_in_intermediate_is_named_and_costs_r_graph() -> None:
     assert result.valid and result.answer is not None and result.answer.exact == "204"
     score, detail, typed = r_graph(data)
     assert "s" in typed and "s" in detail and score < 1.0, detail
-    assert score <= r_graph(graph(given("d", "9"), node("s", "derived", "5/2"), node("t", "derived", "d/(s + 1/2)*60 + 24")))[0]
+    v1 = graph(given("d", "9"), node("s", "derived", "5/2"), node("t", "derived", "d/(s + 1/2)*60 + 24"))
+    assert score <= r_graph(v1)[0]
 
 
 def test_a_node_that_fails_when_the_givens_move_is_not_paid() -> None:
@@ -117,9 +118,13 @@ LEGIT = {
     ),
     "search": graph(given("m", "7"), node("t", "derived", "first(k % m == 3 and k > 20, k, 1, 1000)")),
     "count": graph(given("N", "2024"), node("t", "derived", "count(k % 7 == 0, k, 1, N)")),
-    "equation-on-givens": graph(
-        given("a", "3"), given("b", "4"), given("c", "5"), node("e", "equation", "a**2 + b**2 == c**2"),
+    "verified-by-a-check": graph(
+        given("a", "3"),
+        given("b", "4"),
         node("t", "derived", "a*b/2"),
+        node("back", "derived", "2*t/a"),
+        node("c", "check", "back == b"),
+        node("e", "equation", "t*2 == a*b"),
     ),
 }
 
