@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import random
+import sys
 import time
 import uuid
 from collections import Counter
@@ -41,6 +42,14 @@ from causal_grpo.simulator.responders import (
 
 HEADER = (b"x-causal-grpo-simulator", b"1")
 Fault = Literal["429", "500", "drop", "timeout"]
+
+
+# the requests that solve a problem; a problem the simulator does not ship gets made-up numbers
+SOLVING = ("Scaffold", "TextSolution")
+UNKNOWN_PROBLEM = (
+    "simulator: a problem it does not ship (not in the bundled datasets): it answers with unrelated random "
+    "integers, so its rewards and accuracy on such problems mean nothing; use a real model for your own problems"
+)
 
 
 class DroppedConnection(Exception):
@@ -98,6 +107,7 @@ class Simulator:
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
         self.index = shipped_index()
+        self.warned_unknown = False  # the note about problems of one's own is printed once per server
         self.faults = random.Random(config.seed)
         self.reset()
 
@@ -280,6 +290,9 @@ async def _answer(sim: Simulator, body: dict[str, Any], classified: Classified) 
     if malformation is not None:
         sim.malformed[malformation] += 1
     prompt = message_text(body)
+    if classified.kind in SOLVING and not sim.warned_unknown and sim.index.find(prompt) is None:
+        sim.warned_unknown = True
+        print(UNKNOWN_PROBLEM, file=sys.stderr, flush=True)
     rng = request_rng(config.seed, body, classified)
     result = answer(classified, prompt, config, rng, sim.index)
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
