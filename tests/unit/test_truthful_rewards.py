@@ -188,3 +188,52 @@ def test_a_message_never_prints_a_huge_number() -> None:
     assert len(error.message) < 160, error.message
     assert re.search(r"\d{41,}", error.message) is None
     assert "(611 digits)" in error.message
+
+
+# ---------------------------------------------------------------- issue 25: exact answers, constants; issue 26.13
+
+
+def test_a_near_integer_is_decided_exactly_or_scores_zero() -> None:
+    """204 + exp(-80) is within 1e-30 of 204: never called equal by a float, on either reference path."""
+    data = graph(given("a", "204"), derived("t", "a + exp(-80)"))
+    for problem in (aime("204"), Problem(id="cli", text="", answer="204", dataset="cli", domain="math")):
+        score_, detail = r_ans(data, problem)
+        assert score_ == 0.0, detail
+        assert "numerically" not in detail
+
+
+@pytest.mark.parametrize("reference", ["3*pi/2", "\\frac{3\\pi}{2}"])
+def test_an_exact_answer_compares_exactly_with_an_exact_reference(reference: str) -> None:
+    data = graph(given("a", "3"), derived("t", "a*pi/2"))
+    problem = Problem(id="cli", text="", answer=reference, dataset="cli", domain="math")
+    score_, detail = r_ans(data, problem)
+    assert score_ == 1.0, detail
+    wrong = graph(given("a", "3"), derived("t", "a*pi/2 + exp(-60)"))
+    assert r_ans(wrong, problem)[0] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("node_id", "value", "traced"),
+    [("u", 902.0, False), ("proton", 907.0, False), ("u", 931.5, True), ("m_p", 938.0, True), ("g", 9.8, True),
+     ("g", 10.0, True), ("c", 3e8, True), ("g", 9.0, False)],
+)  # fmt: skip
+def test_a_named_constant_traces_at_the_precision_it_is_written_in(node_id: str, value: float, traced: bool) -> None:
+    from causal_grpo.rewards import given_traceable
+
+    assert given_traceable(node_id, "", value, set()) is traced
+
+
+def test_givens_are_not_checked_without_a_problem_text() -> None:
+    data = graph(given("m", "2"), given("a", "3"), derived("t", "m*a"))
+    problem = Problem(id="cli", text="", answer="6", dataset="cli", domain="math")
+    part = logic_checks(Scaffold.model_validate(data), compute(data), problem)
+    assert "givens_traceable" not in part.breakdown and part.score == 1.0, part.detail
+    assert "not checked: no problem text" in part.detail
+
+
+def test_numbers_written_as_words_and_polygon_names_trace() -> None:
+    from causal_grpo.rewards import text_numbers
+
+    found = text_numbers("Each vertex of a regular octagon is independently colored either red or blue.")
+    assert {8.0, 2.0} <= found
+    assert 5.0 not in text_numbers("Each vertex of a regular octagon is colored red.")
