@@ -39,7 +39,7 @@ from pydantic import BaseModel, Field
 
 from causal_grpo.errors import shorten_numbers
 from causal_grpo.problems import Problem
-from causal_grpo.scaffold import Answer, Computation, Scaffold, ancestors, units
+from causal_grpo.scaffold import Answer, Computation, Scaffold, ancestors, compute, units
 
 
 class RewardWeights(BaseModel):
@@ -130,6 +130,25 @@ def answer_reward(answer: Answer | None, problem: Problem, *, rel_tol: float = 0
 
 
 _EXACT_RATIONAL = re.compile(r"[+-]?(\d+(/\d+)?|\d*\.\d+)")
+EXACT_DECISION_S = 0.5
+"""CPU seconds the exact comparison of an answer with its reference may take (the computer's own budget)."""
+
+
+def _exactly_equal(value: str, reference: str) -> bool | None:
+    """Whether two exact constant expressions are equal, decided by the computer (None: not both readable).
+
+    The difference is computed as a scaffold's target, so it is simplified and proven as the computer proves
+    any exact value: True only when it is provably 0; a difference it cannot prove 0 is False.
+    """
+    nodes = [
+        {"id": "value", "kind": "given", "value": value},
+        {"id": "reference", "kind": "given", "value": reference},
+        {"id": "difference", "kind": "derived", "formula": "value - reference"},
+    ]
+    result = compute({"nodes": nodes, "target": "difference"}, time_limit_s=EXACT_DECISION_S)
+    if result.answer is None:
+        return None
+    return result.answer.is_exact and result.answer.exact == "0"
 
 
 def _integer_reward(answer: Answer, reference: int) -> RewardPart:
@@ -141,20 +160,26 @@ def _integer_reward(answer: Answer, reference: int) -> RewardPart:
             return RewardPart(score=0.0, detail=f"{shown} is an exact fraction, not an integer; reference {reference}")
         ok = value.numerator == reference
         return RewardPart(score=float(ok), detail=f"integer {shown} {'==' if ok else '!='} reference {reference}")
-    if answer.is_exact and answer.digits is not None:
-        digits = Decimal(answer.digits)
-        nearest = digits.to_integral_value()
-        if abs(digits - nearest) > UNDECIDED_TOL * max(1, abs(nearest)):
-            return RewardPart(
-                score=0.0,
-                detail=f"{shown[:80]} = {answer.digits[:40]}… is not an integer; reference {reference}",
-            )
-    why = "the value is not exact" if not answer.is_exact else "it could not be decided exactly"
+    if answer.is_exact:
+        if answer.digits is not None:
+            digits = Decimal(answer.digits)
+            nearest = digits.to_integral_value()
+            if abs(digits - nearest) > UNDECIDED_TOL * max(1, abs(nearest)):
+                return RewardPart(
+                    score=0.0,
+                    detail=f"{shown[:80]} = {answer.digits[:40]}… is not an integer; reference {reference}",
+                )
+        # Within 1e-30 of an integer: equal only if proven so, never by a float.
+        ok = _exactly_equal(text, str(reference)) is True
+        relation = "is proven equal to" if ok else "could not be proven equal to (decided exactly, not by a float)"
+        return RewardPart(score=float(ok), detail=f"{shown[:80]} {relation} reference {reference}")
     if answer.numeric is None or not math.isfinite(answer.numeric):
         return RewardPart(score=0.0, detail=f"{shown[:80]} has no finite value; reference {reference}")
     ok = abs(answer.numeric - reference) <= AIME_INTEGER_TOL * max(1, abs(reference))
     relation = "numerically equal to" if ok else "not equal to"
-    return RewardPart(score=float(ok), detail=f"{answer.numeric:.15g} is {relation} reference {reference} ({why})")
+    return RewardPart(
+        score=float(ok), detail=f"{answer.numeric:.15g} is {relation} reference {reference} (the value is not exact)"
+    )
 
 
 def _quantity_reward(answer: Answer, problem: Problem, rel_tol: float) -> RewardPart:
@@ -195,6 +220,14 @@ def _symbolic_reward(answer: Answer, reference: str) -> RewardPart:
     gold = _parse_reference(reference)
     if gold is None:
         return RewardPart(score=0.0, detail=f"reference {reference!r} could not be parsed")
+    if answer.is_exact and len(answer.exact) <= MAX_MATH_CHARS:
+        # An exact answer against a reference the computer can read (plain, or LaTeX through math-verify's
+        # sympy form) is decided exactly, as an integer reference is: math-verify compares through floats.
+        for exact_reference in dict.fromkeys((reference.strip(), str(gold))):
+            equal = _exactly_equal(answer.exact, exact_reference)
+            if equal is not None:
+                relation = "is exactly" if equal else "is not exactly (decided exactly, not by a float)"
+                return RewardPart(score=float(equal), detail=f"{answer.exact} {relation} reference {reference}")
     predicted = _predicted_expr(answer)
     if predicted is None:
         return RewardPart(score=0.0, detail=f"{answer.exact} is not a value math-verify can compare")
@@ -341,7 +374,7 @@ def _listed(ids: list[str], limit: int = 8) -> str:
 
 # ---------------------------------------------------------------- r_logic
 
-# (keywords in a node's id or description, reference value); a named constant may be rounded by 10%.
+# (keywords in a node's id or description, reference value); a named constant may be rounded to fewer digits.
 CONSTANTS: list[tuple[tuple[str, ...], float]] = [
     (("pi",), math.pi),
     (("euler",), math.e),
@@ -375,7 +408,6 @@ CONSTANTS: list[tuple[tuple[str, ...], float]] = [
     (("atm", "atmospheric pressure"), 101325.0),
 ]
 CONSTANT_VALUE_TOL = 0.01
-NAMED_CONSTANT_TOL = 0.10
 TEXT_NUMBER_TOL = 1e-6
 # Unit conversions a given may have gone through on its way from the text: SI prefixes, centi/percent,
 # minutes and hours, degrees to radians.
@@ -387,8 +419,15 @@ _NUMBER_WORDS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
     "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "twenty": 20, "hundred": 100, "thousand": 1000,
     "half": 0.5, "twice": 2, "double": 2, "thrice": 3, "triple": 3, "quarter": 0.25, "third": 1 / 3,
-    "dozen": 12,
+    "dozen": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17,
+    "eighteen": 18, "nineteen": 19, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70,
+    "eighty": 80, "ninety": 90, "million": 1e6, "pair": 2,
+    # polygon names state their number of sides and vertices
+    "triangle": 3, "quadrilateral": 4, "pentagon": 5, "hexagon": 6, "heptagon": 7, "octagon": 8, "nonagon": 9,
+    "decagon": 10, "dodecagon": 12,
 }  # fmt: skip
+_COLOURS = {"red", "blue", "green", "yellow", "white", "black", "orange", "purple", "pink", "brown", "gray", "grey"}
+"""A text that colours things with n of these names states n: 'colored red or blue' is 2 colours."""
 _EXPONENT = r"(?:\s*[eE]\s*(?P<e>[-+]?\d+)|\s*(?:\\times|\\cdot|×|\*)\s*10\s*\^\s*\{?\s*(?P<p>[-+]?\s*\d+)\s*\}?)?"
 _NUMBER_RE = re.compile(r"(?<![\w.])(?P<n>\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)" + _EXPONENT)
 _POWER_RE = re.compile(r"(?<![\d.])10\s*\^\s*\{?\s*(?P<p>[-+]?\s*\d+)\s*\}?")
@@ -427,7 +466,9 @@ def text_numbers(text: str) -> set[float]:
         if float(m.group("b")):
             found.add(float(m.group("a")) / float(m.group("b")))
     words = set(re.findall(r"[a-z]+", text.lower()))
-    found.update(float(v) for w, v in _NUMBER_WORDS.items() if w in words)
+    found.update(float(v) for w, v in _NUMBER_WORDS.items() if w in words or f"{w}s" in words)
+    if any(w.startswith(("colo", "paint")) for w in words) and len(colours := words & _COLOURS) >= 2:
+        found.add(float(len(colours)))
     return {n for n in found if math.isfinite(n)}
 
 
@@ -465,10 +506,21 @@ def given_traceable(node_id: str, description: str, value: float, numbers: Itera
             return True
     named = _names(node_id, description)
     for keys, constant in CONSTANTS:
-        tol = NAMED_CONSTANT_TOL if named & set(keys) else CONSTANT_VALUE_TOL
-        if _close(value, constant, tol):
+        if _close(value, constant, CONSTANT_VALUE_TOL) or (named & set(keys) and _rounds_to(value, constant)):
             return True
     return False
+
+
+def _significant_digits(value: float) -> int:
+    """How many significant digits a value is written with (9.8: 2, 931.5: 4, 3e8 and 10: 1)."""
+    mantissa = repr(abs(value)).lower().split("e")[0].replace(".", "").lstrip("0").rstrip("0")
+    return max(1, len(mantissa))
+
+
+def _rounds_to(value: float, constant: float) -> bool:
+    """Whether a value is the constant rounded to the digits the value (or the constant) is written with."""
+    digits = min(_significant_digits(value), _significant_digits(constant))
+    return f"{value:.{digits - 1}e}" == f"{constant:.{digits - 1}e}"
 
 
 def logic_checks(scaffold: Scaffold | None, computation: Computation, problem: Problem) -> RewardPart:
@@ -498,14 +550,20 @@ def logic_checks(scaffold: Scaffold | None, computation: Computation, problem: P
         "givens_traceable": (len(givens) - len(untraced)) / len(givens) if givens else 0.0,
         "derived_step": float(bool(derived)),
     }
-    notes = [f"{len(givens) - len(untraced)}/{len(givens)} givens traced to the text or known constants"]
-    if untraced:
-        notes.append(f"untraced: {_listed(untraced)}")
+    weights = dict(LOGIC_WEIGHTS)
+    if not problem.text.strip():
+        # A reference given without its problem (`scaffold check --answer`): nothing to trace the givens to.
+        del breakdown["givens_traceable"], weights["givens_traceable"]
+        notes = ["givens not checked: no problem text"]
+    else:
+        notes = [f"{len(givens) - len(untraced)}/{len(givens)} givens traced to the text or known constants"]
+        if untraced:
+            notes.append(f"untraced: {_listed(untraced)}")
     if breakdown["dimensions"] < 1.0:
         notes.append("dimension or unit problems")
     if not derived:
         notes.append("no derived step computed")
-    return _part(breakdown, LOGIC_WEIGHTS, "; ".join(notes))
+    return _part(breakdown, weights, "; ".join(notes))
 
 
 def _same_dimension(answer: Answer | None, reference_unit: str) -> bool:

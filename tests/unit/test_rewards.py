@@ -349,7 +349,8 @@ def test_logic_checks_find_invented_givens_and_wrong_dimensions() -> None:
 def test_logic_checks_without_givens_or_derived_steps() -> None:
     scaffold = Scaffold.model_validate({"nodes": [{"id": "F", "kind": "derived", "formula": "6"}], "target": "F"})
     computation = Computation(valid=False, errors=[ComputeError(kind="math", node="F", message="x")])
-    part = logic_checks(scaffold, computation, _math("6"))
+    problem = _math("6").model_copy(update={"text": "What is F?"})  # with no text at all, givens are not checked
+    part = logic_checks(scaffold, computation, problem)
     assert part.breakdown == {"dimensions": 1.0, "givens_traceable": 0.0, "derived_step": 0.0}
 
 
