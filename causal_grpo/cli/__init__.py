@@ -81,7 +81,20 @@ def load(name: str) -> click.Command:
         single.command(name)(target)
         command = typer.main.get_command(single)
     command.name = name
+    plain_help(command)
     return command
+
+
+def plain_help(command: click.Command) -> None:
+    """Help in click's plain layout, which wraps every column to the width; rich's option table cuts words
+    (flag names and their text) to 3-4 characters on 80 columns or in a pipe."""
+    if hasattr(command, "rich_markup_mode"):
+        command.rich_markup_mode = None  # type: ignore[attr-defined]
+    for sub in getattr(command, "commands", {}).values():
+        if sub.short_help is None and sub.help:
+            # a group lists each command's first paragraph in full, wrapped, instead of cutting it with '...'
+            sub.short_help = " ".join(sub.help.split("\n\n")[0].split())
+        plain_help(sub)
 
 
 class LazyGroup(TyperGroup):
@@ -96,7 +109,8 @@ class LazyGroup(TyperGroup):
         if cmd_name not in COMMANDS:
             return None
         if self.listing:  # the group's help needs each name and its line, nothing more
-            return click.Command(cmd_name, help=COMMANDS[cmd_name].help)
+            line = COMMANDS[cmd_name].help
+            return click.Command(cmd_name, help=line, short_help=line)  # short_help: wrapped, never cut
         return load(cmd_name)
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -107,7 +121,16 @@ class LazyGroup(TyperGroup):
             self.listing = False
 
 
-app = typer.Typer(cls=LazyGroup, no_args_is_help=True, add_completion=False, help=__doc__)
+# help as wide as the terminal up to 120 columns (click's default stops at 80); never narrower than 50
+HELP_WIDTH = {"max_content_width": 120}
+app = typer.Typer(
+    cls=LazyGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    help=__doc__,
+    rich_markup_mode=None,
+    context_settings=HELP_WIDTH,
+)
 
 
 @app.callback()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -9,6 +11,8 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:  # the command line starts without the library's heavy imports
     from causal_grpo.context import Context
@@ -55,6 +59,30 @@ class Split(StrEnum):
 
     train = "train"
     test = "test"
+
+
+PIPE_WIDTH = 200  # a table's width in a pipe or a file, where rich would take 80
+
+
+def output_console(**options: object) -> Console:
+    """Standard output for tables: on a terminal its width (tables fold long cells to it); in a pipe or a file at
+    least `PIPE_WIDTH` columns, where rich would take 80 and squeeze a table's columns to 3-4 characters."""
+    if sys.stdout.isatty():
+        return Console(**options)  # type: ignore[arg-type]
+    columns = os.environ.get("COLUMNS", "")
+    width = max(PIPE_WIDTH, int(columns) if columns.isdigit() else 0)
+    return Console(width=width, **options)  # type: ignore[arg-type]
+
+
+def folded(table: Table) -> Table:
+    """The table with no cell ever cut: long cells fold onto more lines, and a no_wrap column (ids, flags) keeps
+    the width of its widest cell."""
+    for column in table.columns:
+        column.overflow = "fold"
+        if column.no_wrap:
+            widest = max((c.cell_len if isinstance(c, Text) else len(str(c)) for c in column.cells), default=0)
+            column.min_width = max(column.min_width or 0, widest, len(str(column.header)))
+    return table
 
 
 def error_console() -> Console:

@@ -17,7 +17,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from causal_grpo.api import run_dir
-from causal_grpo.cli.common import HOME_OPTION, Split, fail, model_line, parse_generators
+from causal_grpo.cli.common import HOME_OPTION, Split, fail, folded, model_line, output_console, parse_generators
 from causal_grpo.context import Context
 from causal_grpo.errors import CausalGrpoError
 from causal_grpo.evaluation import (
@@ -86,7 +86,7 @@ def render_arms(result: EvalResult, console: Console) -> None:
     k = result.samples
     table = Table(title=f"eval {result.eval_id}: {result.model}, k = {k}, 95% bootstrap intervals over problems")
     for column in ("dataset", "problems", "arm", "solver:banks", f"Mean@{k} [95% CI]", f"Pass@{k} [95% CI]", "cost"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("dataset", "arm"))
     datasets = list(dict.fromkeys(f.dataset for arm in result.arms for f in arm.datasets))
     for dataset in datasets:
         for arm in result.arms:
@@ -116,7 +116,7 @@ def render_arms(result: EvalResult, console: Console) -> None:
                 "",
             )
         table.rows[-1].end_section = True
-    console.print(table)
+    console.print(folded(table))
     for dataset in datasets:
         problems = next(f.problems for f in result.arms[0].datasets if f.dataset == dataset)
         if 0 < problems < MIN_PROBLEMS:
@@ -132,7 +132,7 @@ def render(result: EvalResult, console: Console) -> None:
     k = result.samples
     table = Table(title=f"eval {result.eval_id}: {result.model}, k = {k}, 95% bootstrap intervals over problems")
     for column in ("dataset", "problems", "arm", "experiences", f"Mean@{k} [95% CI]", f"Pass@{k} [95% CI]"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("dataset", "arm"))
     for report in result.reports:
         arms: list[tuple[str, ArmReport | None]] = [("experiences", report.experiences), ("baseline", report.baseline)]
         count = f"{report.problems}" + (f" ({report.failed} failed)" if report.failed else "")
@@ -150,7 +150,7 @@ def render(result: EvalResult, console: Console) -> None:
                 f"McNemar {format_p(report.mcnemar.p_value)} ({report.mcnemar.b} vs {report.mcnemar.c} discordant)",
                 end_section=True,
             )
-    console.print(table)
+    console.print(folded(table))
     for report in result.reports:
         if 0 < report.problems < MIN_PROBLEMS:
             console.print(f"{report.dataset}: only {report.problems} problems: {ROUGH}", highlight=False)
@@ -203,7 +203,7 @@ def eval_command(
     """Evaluate with frozen experience banks (nothing is learned) against a baseline, with paired statistics."""
     home = home.expanduser()
     options = dict(locals())  # the flags as given, for the helpers both forms share
-    console = Console()
+    console = output_console()
     if arm:
         _eval_arms(arm, against, options, console)
         return

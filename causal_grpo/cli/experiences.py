@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from causal_grpo.api import STATE_FILE, run_dir
-from causal_grpo.cli.common import DB_OPTION, HOME_OPTION, fail
+from causal_grpo.cli.common import DB_OPTION, HOME_OPTION, fail, folded, output_console
 from causal_grpo.errors import CausalGrpoError
 from causal_grpo.exports import atomic_write, write_bank
 from causal_grpo.memory.backends import open_backends
@@ -90,7 +90,7 @@ async def _store(home: Path, run: str, *, create: bool = False) -> AsyncIterator
 
 def _run(work: Callable[[Console], Coroutine[Any, Any, T]]) -> T:
     """Run one command's coroutine; our errors end it with one line."""
-    console = Console(highlight=False)
+    console = output_console(highlight=False)
     try:
         return asyncio.run(work(console))
     except CausalGrpoError as exc:
@@ -110,7 +110,9 @@ def _table(bank: str, experiences: list[Experience]) -> Table:
     live = sum(not e.deleted for e in experiences)
     table = Table(title=f"{bank}: {live} live", title_justify="left")
     for column in ("id", "category", "problem_type", "success", "uses", "rate"):
-        table.add_column(column, no_wrap=True, justify="right" if column in ("success", "uses", "rate") else "left")
+        # ids and counters stay whole; the labels fold on a narrow terminal
+        numeric = column in ("success", "uses", "rate")
+        table.add_column(column, no_wrap=numeric or column == "id", justify="right" if numeric else "left")
     table.add_column("content")
     for e in experiences:
         content = Text(_short(e.content) + (" (deleted)" if e.deleted else ""), style="dim" if e.deleted else "")
@@ -136,7 +138,7 @@ def list_experiences(
             typer.echo(json.dumps(out, ensure_ascii=False, indent=1))
             return
         for b, experiences in found.items():
-            console.print(_table(b, experiences) if experiences else f"{b}: empty")
+            console.print(folded(_table(b, experiences)) if experiences else f"{b}: empty")
 
     _run(work)
 
@@ -365,6 +367,6 @@ def history(
         for index, edit in enumerate(found.history):
             change = (edit.new or "") if edit.old in (None, edit.new) else f"{edit.old} -> {edit.new}"
             table.add_row(str(index), edit.op, Text(edit.key), Text(change), edit.at)
-        console.print(table)
+        console.print(folded(table))
 
     _run(work)

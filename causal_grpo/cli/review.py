@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from causal_grpo.cli.common import DB_OPTION, HOME_OPTION, fail
+from causal_grpo.cli.common import DB_OPTION, HOME_OPTION, fail, folded, output_console
 from causal_grpo.errors import CausalGrpoError
 
 if TYPE_CHECKING:  # the command line starts without the library's heavy imports
@@ -101,7 +101,7 @@ def review(
         raise typer.BadParameter("--edit takes one id and --content TEXT")
     if ids and not actions:
         raise typer.BadParameter("say what to do with the ids: --approve, --reject or --edit")
-    console = Console(highlight=False, soft_wrap=as_json)
+    console = output_console(highlight=False, soft_wrap=as_json)
     try:
         asyncio.run(_review(console, run, home, db, actions[0] if actions else None, ids, content, show_all, as_json))
     except CausalGrpoError as exc:
@@ -133,7 +133,7 @@ async def _review(
             if as_json:
                 typer.echo(json.dumps([r.model_dump(mode="json") for r in shown], ensure_ascii=False, indent=1))
             elif shown:
-                console.print(_table(shown))
+                console.print(folded(_table(shown)))
             else:
                 console.print(f"run {run}: no operation waits for review")
             return

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -175,3 +178,20 @@ def test_diff_runs_and_files(home, tmp_path):
     between = cli(home, "diff", RUN, "pruned", "--bank", "generator_1")
     # pruned to one live record: every other live one is removed (a record the run deleted already is not)
     assert f"0 added, {live - 1} removed, 0 changed" in between
+
+
+def test_list_and_history_piped_on_80_columns_keep_ids_and_labels_whole(home):
+    """Through the real command line in a pipe (rich would take 80 columns there and cut cells to 3-4 characters)."""
+    env = {**os.environ, "COLUMNS": "80"}
+    cli_path = str(Path(sys.executable).parent / "causal-grpo")
+    args = [cli_path, "experiences", "list", "--bank", "generator_1", "--run", RUN, "--home", str(home)]
+    shown = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120).stdout
+    records = listed(home)
+    assert records and "…" not in shown.replace(" (deleted)", "").split("│")[0]
+    tokens = shown.split()
+    for r in records:
+        assert r["id"] in tokens and r["category"] in tokens and r["problem_type"] in tokens, r["id"]
+    history = [cli_path, "experiences", "history", records[0]["id"], "--run", RUN, "--home", str(home)]
+    shown = subprocess.run(history, capture_output=True, text=True, env=env, timeout=120).stdout
+    key = json.loads(cli(home, "show", records[0]["id"], "--run", RUN))["history"][0]["key"]
+    assert key in shown.split()

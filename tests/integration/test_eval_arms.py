@@ -29,8 +29,12 @@ def test_four_arms_on_the_same_problems_with_intervals_and_comparisons(simulator
     arms = ["cot=text:none", f"tfgrpo=text:{run}", "graph=scaffold:none", f"graph+exp=scaffold:{run}"]
     args = ["eval", *common, "--dataset", "full", "--start-problem", "29", "--max-problems", "4", "--samples", "2"]
     args += [x for arm in arms for x in ("--arm", arm)] + ["--against", "cot", "--json-out", str(out)]
-    done = CliRunner().invoke(app, args, env={"COLUMNS": "220"})
+    done = CliRunner().invoke(app, args, env={"COLUMNS": "80"})  # a pipe on 80 columns: nothing may be cut
     assert done.exit_code == 0, done.output
+    cells = [cell.strip() for line in done.output.splitlines() for cell in line.split("│")]
+    for name, spec in zip(ARMS, arms, strict=True):
+        assert name in cells or f"{name} (against)" in cells
+        assert spec.split("=", 1)[1] in cells
     output = " ".join(done.output.split())
     assert "any difference it shows is noise" in output
 
