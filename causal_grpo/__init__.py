@@ -24,6 +24,8 @@ _EXPORTS = {
     "atrain": "causal_grpo.api",
     "train": "causal_grpo.api",
     "build_rollout_graph": "causal_grpo.graphs.rollout",
+    "rollout_subgraph": "causal_grpo.graphs.embed",
+    "RolloutSubgraph": "causal_grpo.graphs.embed",
     "build_training_graph": "causal_grpo.graphs.training",
     "generate": "causal_grpo.agents.generator.node",
     "evaluate": "causal_grpo.agents.judge.node",

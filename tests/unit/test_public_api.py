@@ -9,6 +9,7 @@ EXPECTED = {
     "GeneratorProfile",
     "Problem",
     "RewardWeights",
+    "RolloutSubgraph",
     "Scaffold",
     "TrainingResult",
     "atrain",
@@ -21,6 +22,7 @@ EXPECTED = {
     "generate",
     "load_problems",
     "open_backends",
+    "rollout_subgraph",
     "train",
 }
 
