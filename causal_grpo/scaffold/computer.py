@@ -526,7 +526,7 @@ class _Run:
         return self.evaluator.quantity(checked(units.convert(q.magnitude, q.unit, declared)), declared, q)
 
     def record(self, node_id: str, q: Quantity) -> None:
-        if self.moves is not None and not q.magnitude.is_Rational:
+        if self.moves is not None and self.nodes[node_id].kind == "derived" and not q.magnitude.is_Rational:
             # Whether a value moves needs no exact irrationals, which would make the perturbed run far slower
             # than the real one (a sqrt that was 17 inside a sum's % is not 17 any more).
             q = Quantity(q.magnitude.evalf(FALLBACK_DIGITS), q.unit, exact=False)

@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, assume, settings
+from hypothesis import given as given_
+from hypothesis import strategies as st
 
 from causal_grpo.rewards import graph_reward, typed_in
 from causal_grpo.scaffold import Scaffold, compute
@@ -135,3 +138,36 @@ def test_a_legitimate_graph_keeps_its_r_graph(data: dict[str, Any]) -> None:
     assert result.valid, result.errors
     score, detail, typed = r_graph(data)
     assert typed == [] and score == 1.0, detail
+
+
+@st.composite
+def legitimate_graphs(draw: st.DrawFn) -> dict[str, Any]:
+    """Positive givens, then derived nodes and a solved unknown each growing with two distinct earlier nodes."""
+    count = draw(st.integers(1, 4))
+    values = st.sampled_from(["2", "3", "7", "5/2", "0.4", "12", "3/7"])  # exact irrationals grow slow
+    nodes = [given(f"g{i}", draw(values)) for i in range(count)]
+    nodes.append(given("n", str(draw(st.integers(2, 30)))))
+    names = [n["id"] for n in nodes]
+    for i in range(draw(st.integers(1, 5))):
+        a, b = draw(st.lists(st.sampled_from(names), min_size=2, max_size=2, unique=True))
+        shape = draw(st.sampled_from(["{a} + {b}", "{a}*{b}", "sum(k*{a}, k, 1, n) + {b}", "unknown"]))
+        if shape == "unknown":
+            nodes.append(node(f"x{i}", "unknown", domain="positive"))
+            nodes.append(node(f"e{i}", "equation", f"x{i}*{a} == {b} + 1"))
+            names.append(f"x{i}")
+        else:
+            nodes.append(node(f"d{i}", "derived", shape.format(a=a, b=b)))
+            names.append(f"d{i}")
+    nodes.append(node("t", "derived", " + ".join(names)))
+    return graph(*nodes)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given_(legitimate_graphs())
+def test_a_random_legitimate_v2_graph_keeps_its_r_graph(data: dict[str, Any]) -> None:
+    result = compute(data)
+    assume(result.valid)
+    sc = Scaffold.model_validate(data)
+    assert result.typed_in == {}, result.typed_in
+    untested = result.model_copy(update={"typed_in": {}})
+    assert graph_reward(sc, result).score == graph_reward(sc, untested).score == 1.0
