@@ -961,8 +961,10 @@ def render_page(data: RunData, figures: dict[str, str], tallies: list[CriticTall
 
 
 def simulated_run(data: RunData) -> bool:
-    """The run's model was the bundled simulator (its result.json says so)."""
-    return data.summary.get("model") == "simulated"
+    """The run's model was the bundled simulator: its result.json says so, or, without one (a run trained through
+    the API writes none), its evaluations were made on the simulator."""
+    model = data.summary.get("model")
+    return model == "simulated" if model else simulated_evals(data)
 
 
 def simulated_evals(data: RunData) -> bool:

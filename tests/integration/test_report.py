@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
+import shutil
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,3 +196,23 @@ def test_the_page_renders_in_headless_chromium(simulated_run: SimulatedRun, tmp_
     with Image.open(shot) as image:
         # the embedded plots are drawn: a plot's colours (matplotlib's tab:blue) are on the screen
         assert (31, 119, 180) in {colour for _, colour in image.convert("RGB").getcolors(maxcolors=1 << 22) or []}
+
+
+def test_every_plot_of_a_simulated_run_says_so(simulated_run: SimulatedRun, tmp_path: Path) -> None:
+    out = simulated_run.page.parent
+    for name in PLOT_FILES:
+        with Image.open(out / name) as image:  # the title is drawn on the plot and kept in the PNG's text
+            assert "model: simulated" in image.info["Title"], name
+    # a run on a real model says nothing of the kind
+    real = tmp_path / "runs" / "real"
+    shutil.copytree(simulated_run.folder, real, ignore=shutil.ignore_patterns("report", "before-eval", "eval-*"))
+    # trained through the API, the run has no result.json: here `train` on a real model would have written one
+    (real / "result.json").write_text(json.dumps({"model": "gpt-4o-mini"}))
+    with sqlite3.connect(real / "results.db") as db:  # the simulated evaluations stay with the simulated run
+        db.execute("delete from evaluations")
+        db.execute("delete from arm_evaluations")
+    page = build_report(real, real / "report")
+    assert "model: simulated" not in page.read_text(encoding="utf-8")
+    for png in page.parent.glob("*.png"):
+        with Image.open(png) as image:
+            assert "simulated" not in image.info["Title"], png.name
