@@ -83,6 +83,18 @@ class ModelAccessError(CausalGrpoError):
     """The endpoint refuses us (401, 403) or lacks the model (404): the run cannot go on."""
 
 
+class _Unreachable(openai.APIConnectionError):
+    """No connection to an endpoint this process never reached: a wrong --base-url or a server not started.
+
+    An OpenAIError, so the SDK raises it at once instead of retrying (33 s of backoff for a closed port).
+    """
+
+
+# endpoints (base URLs) that answered at least once in this process: a refused connection to one of them is a
+# restart or a blip mid-run and is retried; to any other it is a dead address, and the run stops at once
+_reached: set[str | None] = set()
+
+
 class Usage(BaseModel):
     """Token counts and calls, summed over attempts."""
 
@@ -342,9 +354,11 @@ class _SlotHttpClient(openai.DefaultAsyncHttpxClient):
         *,
         faults: _Faults | None = None,
         label: str = "model",
+        base_url: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self._base = base_url
         self._slots = limiter
         self._agent_priority = agent_priority
         self._faults = faults if faults is not None else _Faults()
@@ -364,10 +378,17 @@ class _SlotHttpClient(openai.DefaultAsyncHttpxClient):
         try:
             async with self._slots.slot((self._agent_priority, problem_rank.get())):
                 response = await super().send(request, **kwargs)
+        except _http.ConnectError as exc:
+            if self._base not in _reached:
+                raise _Unreachable(message="connection refused", request=request) from exc
+            if attempts is not None:
+                attempts.failure = _cause(exc)
+            raise
         except _http.TransportError as exc:
             if attempts is not None:
                 attempts.failure = _cause(exc)
             raise
+        _reached.add(self._base)
         if attempts is not None and (response.status_code in RETRIED_STATUSES or response.status_code >= 500):
             attempts.failure = str(response.status_code)
         # let the waiter the slot went to put its request on the wire before this reply is parsed
@@ -527,7 +548,12 @@ class ModelClient:
         label = f"{self._settings.agent} at {self.endpoint.describe()}"
         faults = _faults_of(self._settings.run)
         return _SlotHttpClient(
-            self._limiter(), PRIORITY[self._settings.agent], faults=faults, label=label, verify=_ssl_context()
+            self._limiter(),
+            PRIORITY[self._settings.agent],
+            faults=faults,
+            label=label,
+            base_url=self.endpoint.base_url,
+            verify=_ssl_context(),
         )
 
     async def aclose(self) -> None:
@@ -722,6 +748,9 @@ class ModelClient:
     def _classify(self, exc: openai.APIError) -> Exception:
         where = self.endpoint.describe()
         retries = self._settings.max_retries
+        # LangChain wraps the SDK's connection error in its own; ours rides along as the cause
+        if isinstance(exc, _Unreachable) or isinstance(exc.__cause__, _Unreachable):
+            return ModelAccessError(f"cannot connect to {where} (connection refused); check --base-url")
         if isinstance(exc, openai.APITimeoutError):
             return TransientModelError(f"request timed out at {where} after {retries} retries")
         if isinstance(exc, openai.APIConnectionError):

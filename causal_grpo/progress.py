@@ -40,6 +40,11 @@ def fault_summary(faults: dict[str, Any]) -> str | None:
     return "; ".join(parts) or None
 
 
+def bank_line(sizes: dict[str, int]) -> str:
+    """Bank sizes for people: `generator_1 4, generator_2 3, critic 2` (empty when there are no banks)."""
+    return ", ".join(f"{bank} {n}" for bank, n in sizes.items())
+
+
 def verdicts(outcome: ProblemOutcome) -> str:
     """Per agent: a mark per rollout (right / wrong) with its reward, and the group's accuracy."""
     parts = []
@@ -112,7 +117,9 @@ class ProgressReporter:
             earlier = notes.get(outcome.status, "")
             fusion = f"  rescues {outcome.rescues} losses {outcome.losses}" if "critic" in outcome.accuracy else ""
             answer = f"final {final} {outcome.final_answer}"
-            line = f"{outcome.id}{earlier}  {verdicts(outcome)}{fusion}  {answer}  banks {banks}"
+            # a paused problem has no sizes yet (its batch's update waits for review): no empty field
+            line = f"{outcome.id}{earlier}  {verdicts(outcome)}{fusion}  {answer}"
+            line += f"  banks {banks}" if banks else ""
         self.console.print(line, highlight=False)
         if self.progress:
             self.progress.update(self.task, advance=1, stats=self.stats())

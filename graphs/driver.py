@@ -367,10 +367,10 @@ class Driver:
                     for (outcome, _), had in zip(finished, before, strict=True):
                         self._report(result, outcome, had)
                     return
+                decision = None
                 if trial is not None:
                     decision = await self._trial_after(trial, problems)
                     result.acceptance.append(decision)
-                    self.on_batch(decision)
                 banks = await self._banks()
                 if self.exporter is not None or self.results is not None:
                     done = [(o, s) for o, s in finished if s is not None]
@@ -379,6 +379,8 @@ class Driver:
                 for (outcome, _), had in zip(finished, before, strict=True):
                     outcome.bank_sizes = sizes.get(outcome.id, {})
                     self._report(result, outcome, had)
+                if decision is not None:  # the decision follows the lines of the batch it judged
+                    self.on_batch(decision)
 
     async def _trial_before(
         self, epoch: int, batch: int, problems: list[Problem], seen: list[Problem], everything: list[Problem]

@@ -144,6 +144,7 @@ async def _review(
     if as_json:
         typer.echo(json.dumps([r.model_dump(mode="json") for r in decided], ensure_ascii=False, indent=1))
         return
-    console.print(f"{len(decided)} operation(s) {action}{'ed' if action == 'edit' else 'd'}: ", end="")
+    done = {"approve": "approved", "reject": "rejected", "edit": "edited"}[action]
+    console.print(f"{len(decided)} operation(s) {done}: ", end="")
     console.print(", ".join(r.operation.id for r in decided), markup=False)
     console.print("run the same train command again to apply the decisions")

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
-from collections.abc import Iterator
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,6 +30,47 @@ from causal_grpo.cli.common import (
 from causal_grpo.cli.review import parse_acceptance, review_hint
 from causal_grpo.errors import CausalGrpoError
 from causal_grpo.problems import load_problems
+
+if TYPE_CHECKING:  # the command line starts without the library's heavy imports
+    from causal_grpo.graphs.driver import TrainingResult
+    from causal_grpo.llm import Usage
+
+INTERRUPTED = "interrupted; run the same command to resume"
+_said = False
+
+
+def _say_interrupted() -> None:
+    global _said
+    if not _said:
+        _said = True
+        error_console().print(INTERRUPTED, markup=False)
+
+
+def _late_interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C once the command is over (joining threads, atexit): the line, exit 130, and no traceback."""
+    _say_interrupted()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
+def _resumable(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Ctrl-C anywhere in the command prints one line and exits 130: every finished step is checkpointed, so the
+    same command resumes. After the command (shutdown) a Ctrl-C leaves at once, with the same line."""
+
+    @functools.wraps(command)  # typer reads the options from the wrapped signature
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            _say_interrupted()
+            raise typer.Exit(130) from None
+        finally:
+            # only as the `causal-grpo` script: a host process (a test's CliRunner) keeps its own Ctrl-C
+            if Path(sys.argv[0]).name == "causal-grpo":
+                signal.signal(signal.SIGINT, _late_interrupt)
+
+    return run
 
 
 @contextmanager
@@ -47,6 +92,55 @@ def _logs(verbose: bool) -> Iterator[None]:
         logger.setLevel(level)
 
 
+def _tokens(usage: Usage) -> str:
+    return f"{usage.calls} model calls, {usage.prompt_tokens}+{usage.completion_tokens} tokens"
+
+
+def summary(result: TrainingResult, faults: str | None) -> str:
+    """The run's closing line: what this start and the whole run did, and, when paused, how to go on."""
+    from causal_grpo.progress import bank_line
+
+    failed = sum(p.status == "failed" for p in result.problems)
+    earlier = sum(p.status == "earlier" for p in result.problems)
+    paused = [p for p in result.problems if p.status == "review"]
+    answered = [p for p in result.problems if p.status != "failed"]
+    # a paused problem answered (its calls are spent) and waits only at its bank update: it counts in both
+    usage = result.usage
+    for p in paused:
+        usage = usage + p.usage
+    now = result.usage_this_start
+    right = sum(p.final_correct for p in answered)
+    if paused:
+        head = (
+            f"paused for review after {result.seconds:.1f}s: {result.pending_review} bank operation(s) wait; "
+            f"final answers right on {right}/{len(answered)} problem(s) answered so far"
+        )
+    else:
+        head = f"done in {result.seconds:.1f}s: final accuracy {result.accuracy:.0%} ({right}/{len(answered)})"
+    text = f"{head}, {_tokens(now)} this start"
+    if usage != now:
+        text += f", {_tokens(usage)} over the whole run"
+    if earlier:
+        text += f" ({earlier} problem(s) finished earlier, not rerun)"
+    if result.acceptance:
+        kept = sum(d.decision == "keep" for d in result.acceptance)
+        trial = sum(d.usage.calls for d in result.acceptance)
+        text += (
+            f", minibatch acceptance: {kept} batch(es) kept, {len(result.acceptance) - kept} rolled back, "
+            f"{trial} trial call(s)"
+        )
+    if banks := bank_line(result.bank_sizes):
+        text += f", banks {banks}"
+    if faults:
+        text += f", faults: {faults}"
+    if failed:
+        text += f", {failed} problem(s) failed (run again to resume)"
+    if paused:
+        text += "; decide with `causal-grpo review`, then run the same train command to go on"
+    return text
+
+
+@_resumable
 def train(
     dataset: Annotated[str, typer.Option(help="full | aime2024 | aime2025 | physics | a JSONL/JSON file")] = "full",
     max_problems: Annotated[int | None, typer.Option(help="Stop after this many problems.")] = None,
@@ -167,29 +261,12 @@ def train(
     except CausalGrpoError as exc:
         fail(console, str(exc))
     atomic_write(folder / "result.json", json.dumps(result.to_dict(), indent=1) + "\n")
-    failed = sum(p.status == "failed" for p in result.problems)
-    earlier = sum(p.status == "earlier" for p in result.problems)
-    usage, now = result.usage, result.usage_this_start
     faults = fault_summary(result.faults)
-    console.print(
-        f"done in {result.seconds:.1f}s: final accuracy {result.accuracy:.0%}, "
-        f"{usage.calls} model calls, {usage.prompt_tokens}+{usage.completion_tokens} tokens"
-        + (
-            f" over the whole run ({now.calls} calls, {now.prompt_tokens}+{now.completion_tokens} tokens this start"
-            + (f"; {earlier} problem(s) finished earlier, not rerun" if earlier else "")
-            + ")"
-            if usage != now
-            else ""
-        )
-        + f", banks {result.bank_sizes}"
-        + (f", faults: {faults}" if faults else "")
-        + (f", {failed} problem(s) failed (run again to resume)" if failed else ""),
-        highlight=False,
-    )
+    console.print(summary(result, faults), highlight=False)
     if faults:
         error_console().print(f"[yellow]warning:[/] the model endpoint's faults this start: {faults}")
     console.print(f"exports in {folder}")
-    if failed:
+    if any(p.status == "failed" for p in result.problems):
         raise typer.Exit(1)
     if result.pending_review:
         console.print(review_hint(result.pending_review, ctx.run, home, db), highlight=False)
