@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 
 import mpmath
 import pint
@@ -41,7 +42,7 @@ from causal_grpo.scaffold.formula import (
     power,
     walk,
 )
-from causal_grpo.scaffold.iteration import Budget, NotFast, bound, compile_fast, iterate
+from causal_grpo.scaffold.iteration import Approx, Budget, NotFast, bound, compile_fast, extreme, iterate
 
 EXACT_SIZE = 200
 """Largest expression tree, in nodes, a value keeps exactly; a bigger one goes on as a FALLBACK_DIGITS float."""
@@ -51,6 +52,8 @@ FALLBACK_DIGITS = 30
 """Significant digits of a value that outgrew the exact budget."""
 INTEGRAL_SHARE = 0.5
 """Share of the time left that sympy's exact integration may use before the numeric quadrature takes over."""
+EXACT_SHARE = 0.85
+"""Share of the time left that an exact sum or product of transcendental terms may use before floats take over."""
 EQUAL_TOL = sympy.Float(10, 5) ** -30
 """A difference this small (relative) that sympy cannot decide counts as zero in a condition."""
 
@@ -204,16 +207,88 @@ class Evaluator:
         start = bound(self._number(low, expr.func), expr.func, "lower")
         stop = bound(self._number(high, expr.func), expr.func, "upper")
         self.budget.reserve(max(0, stop - start + 1) * (1 + self._cost(expr.body)), expr.func)
+        env = {name: int(q.magnitude) for name, q in self.scope.items() if q.magnitude.is_Integer}
         fast = compile_fast(expr.body, self._fast_constant, self.budget)
         if fast is not None:
-            env = {name: int(q.magnitude) for name, q in self.scope.items() if q.magnitude.is_Integer}
             used = self.budget.used
             try:
                 value = iterate(expr.func, lambda k: fast({**env, expr.var: k}), start, stop, self.budget)
                 return Quantity(sympy.Rational(int(value.numerator), int(value.denominator)), self.pure)
             except (NotFast, KeyError):  # a value the fast path cannot hold: start again with sympy
                 self.budget.used = used
+        numeric = compile_fast(expr.body, self._numeric_constant, self.budget, self._element)
+        if numeric is not None:
+            used = self.budget.used
+            if expr.func in ("sum", "prod"):
+                # Floats would make the result inexact: the exact path first, with a share of the time left.
+                now = time.thread_time()
+                try:
+                    with cpu_bounded(min(self.deadline, now + EXACT_SHARE * max(0.0, self.deadline - now))):
+                        return self._iterate_exactly(expr, start, stop)
+                except OutOfTime:
+                    self.budget.used = used
+            try:
+                return self._iterate_numerically(expr, numeric, env, start, stop)
+            except (NotFast, KeyError):
+                self.budget.used = used
         return self._iterate_exactly(expr, start, stop)
+
+    def _iterate_numerically(self, expr: Iterate, body, env: dict, start: int, stop: int) -> Quantity:
+        """The numeric path: floats where they decide, the exact path for an element where they do not."""
+        func = expr.func
+        values = lambda k: body({**env, expr.var: k})  # noqa: E731
+        exact = lambda k: self._element(expr.body, {**env, expr.var: k}, func in ("count", "first"))  # noqa: E731
+        if func in ("max_of", "min_of"):
+            # Floats only narrow down the k that may attain the extreme; the winner is chosen exactly.
+            _, candidates = extreme(func, values, start, stop, self.budget, exact)
+            return self._iterate_exactly_at(expr, candidates)
+        value = iterate(func, values, start, stop, self.budget, exact)
+        if isinstance(value, Approx):  # a sum or product that went through floats
+            return Quantity(sympy.Float(value.v, 15), self.pure, exact=False)
+        if isinstance(value, bool):
+            value = int(value)
+        return Quantity(sympy.Rational(int(value.numerator), int(value.denominator)), self.pure)
+
+    def _iterate_exactly_at(self, expr: Iterate, ks: list[int]) -> Quantity:
+        """max_of or min_of over the given k, compared exactly."""
+        result = None
+        for k in ks:
+            self.scope[expr.var] = Quantity(sympy.Integer(k), self.pure)
+            try:
+                q = self.evaluate(expr.body)
+            finally:
+                del self.scope[expr.var]
+            if result is None:
+                result = q
+                continue
+            difference = sign(q.magnitude - self.like(result, q, ","))
+            result = q if (difference > 0) == (expr.func == "max_of") and difference != 0 else result
+        assert result is not None
+        return result
+
+    def _element(self, body: Expr, env: dict, condition: bool):
+        """One element of a numeric loop evaluated exactly: a truth value, an int/Fraction or an Approx."""
+        saved = dict(self.scope)
+        self.scope.update({name: Quantity(sympy.Integer(k), self.pure) for name, k in env.items()})
+        try:
+            if condition:
+                return self.truth(body)
+            q = self.evaluate(body)
+        finally:
+            self.scope.clear()
+            self.scope.update(saved)
+        if q.unit != self.pure:
+            raise NotFast
+        m = q.magnitude
+        if m.is_Integer:
+            return int(m)
+        if m.is_Rational:
+            return Fraction(int(m.p), int(m.q))
+        real, imag = sympy.N(m, 20).as_real_imag()
+        if imag != 0 or not real.is_Float:
+            raise NotFast
+        v = float(real)
+        return Approx(v, abs(v) * 2.0**-50 + 1e-300)
 
     def _iterate_exactly(self, expr: Iterate, start: int, stop: int) -> Quantity:
         func, found = expr.func, []
@@ -285,6 +360,10 @@ class Evaluator:
         q = self.values.get(name)
         # Only a unitless number: degree and percent are dimensionless too, but the fast path would drop them.
         return q.magnitude if q is not None and q.unit == self.pure and q.magnitude.is_Rational else None
+
+    def _numeric_constant(self, name: str) -> sympy.Expr | None:
+        q = self.values.get(name)
+        return q.magnitude if q is not None and q.unit == self.pure and q.magnitude.is_number else None
 
     def _integrate(self, expr: Iterate, low: Quantity, high: Quantity) -> Quantity:
         upper = self.like(low, high, "..")

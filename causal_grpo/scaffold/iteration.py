@@ -2,9 +2,14 @@
 
 A body over pure-number exact rationals (the common case: counting, sums of integers) is compiled into
 nested Python closures over `int` and `Fraction`, about a hundred times faster than exact sympy
-arithmetic with units; anything else (units, irrational values, other functions) returns None from
-`compile_fast` and the computer evaluates the body with sympy. Both paths count body evaluations against
-one budget per graph and check the clock.
+arithmetic with units. A body that also needs transcendental values (sin, exp, log, pi, roots) can be
+compiled in numeric mode: exact values stay `int`/`Fraction`, the rest become `Approx` floats carrying
+a running bound on their error. A comparison or floor is decided by floats only where its margin exceeds
+SAFETY times that bound; otherwise (sin(k*pi) is about 1e-13 as a float and exactly 0) the element raises
+`Undecided` and is evaluated exactly by the caller's fallback. So a count or first over such a body is
+exact. Anything else (units, other functions) returns None from `compile_fast` and the computer
+evaluates the body with sympy. All paths count body evaluations against one budget per graph and check
+the clock.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from causal_grpo.scaffold.formula import (
     BoolOp,
     Call,
     Compare,
+    Const,
     Expr,
     IfElse,
     Iterate,
@@ -81,7 +87,7 @@ def _normal(x: Fraction) -> Value:
 
 
 def _check_size(x: Value) -> Value:
-    if isinstance(x, bool):
+    if isinstance(x, bool) or not isinstance(x, int | Fraction):  # an Approx bounds its own size
         return x
     n, d = (x.numerator, x.denominator) if isinstance(x, Fraction) else (x, 1)
     if max(abs(n), d).bit_length() > MAX_DIGITS * 3.33:
@@ -211,6 +217,286 @@ _FUNCTIONS: dict[str, Callable[..., Value]] = {
 }
 
 
+# --- numeric mode: floats with a running error bound -----------------------------------------------
+
+SAFETY = 4.0
+"""A float decides a comparison only if its margin is more than this many times its error bound."""
+_ULP = 2.0**-52
+"""Relative error of one float operation or libm call, with a factor of two to spare."""
+_TINY = 1e-300
+
+
+class Undecided(Exception):
+    """Floats cannot decide this element (a margin within the error bound, a pole, a domain edge)."""
+
+
+class Approx:
+    """A real number known as the float `v` with |true - v| <= `e`."""
+
+    __slots__ = ("v", "e")
+
+    def __init__(self, v: float, e: float) -> None:
+        if not (math.isfinite(v) and math.isfinite(e)):
+            raise Undecided
+        self.v = v
+        self.e = e
+
+
+def _lift(x: Value | Approx) -> Approx:
+    if isinstance(x, Approx):
+        return x
+    try:
+        v = float(x)
+    except OverflowError:
+        raise Undecided from None
+    return Approx(v, abs(v) * _ULP + _TINY)  # _TINY covers a rational too small for a float
+
+
+def _rounded(v: float, e: float) -> Approx:
+    """The result of one operation: its propagated error plus its own rounding."""
+    return Approx(v, e * (1 + _ULP) + abs(v) * _ULP + _TINY)
+
+
+def _add(a: Approx, b: Approx) -> Approx:
+    return _rounded(a.v + b.v, a.e + b.e)
+
+
+def _sub(a: Approx, b: Approx) -> Approx:
+    return _rounded(a.v - b.v, a.e + b.e)
+
+
+def _mul(a: Approx, b: Approx) -> Approx:
+    return _rounded(a.v * b.v, abs(a.v) * b.e + abs(b.v) * a.e + a.e * b.e)
+
+
+def _div(a: Approx, b: Approx) -> Approx:
+    if abs(b.v) <= SAFETY * b.e:
+        raise Undecided  # the divisor may be zero
+    v = a.v / b.v
+    return _rounded(v, (a.e + abs(v) * b.e) / (abs(b.v) - b.e))
+
+
+def _sign(d: Approx) -> int:
+    if abs(d.v) <= SAFETY * d.e:
+        raise Undecided
+    return 1 if d.v > 0 else -1
+
+
+def _step(func: Callable[[float], float]) -> Callable[[Approx], int]:
+    """floor, ceil or round of an Approx, where the whole error interval maps to one integer."""
+
+    def apply(a: Approx) -> int:
+        try:
+            low, high = func(a.v - SAFETY * a.e), func(a.v + SAFETY * a.e)
+        except OverflowError:
+            raise Undecided from None
+        if low != high:
+            raise Undecided
+        return int(low)
+
+    return apply
+
+
+def _exact_root(x: Fraction, q: int) -> Fraction | None:
+    """The exact q-th root of x >= 0 when it is rational (sqrt(k**2) stays exact), else None."""
+    parts = []
+    for n in (x.numerator, x.denominator):
+        if n.bit_length() > 1000:
+            return None
+        r = round(n ** (1 / q))
+        match = next((c for c in (r - 1, r, r + 1) if c >= 0 and c**q == n), None)
+        if match is None:
+            return None
+        parts.append(match)
+    return Fraction(parts[0], parts[1])
+
+
+def _log(a: Approx) -> Approx:
+    low = a.v - SAFETY * a.e
+    if low <= 0:
+        raise Undecided  # zero or negative: the exact path says so
+    v = math.log(a.v)
+    return _rounded(v, -math.log1p(-a.e / a.v) + _ULP)
+
+
+def _exp(a: Approx) -> Approx:
+    if a.v + a.e > 700:
+        raise Undecided
+    v = math.exp(a.v)
+    return _rounded(v, v * math.expm1(a.e))
+
+
+def _approx_power(a: Value | Approx, b: Value | Approx) -> Value | Approx:
+    if isinstance(b, int) and not isinstance(b, bool):
+        if isinstance(a, Approx):
+            if abs(b) > MAX_EXPONENT:
+                raise Undecided
+            if b == 0:
+                return 1
+            p = _int_power(a, abs(b))
+            return _div(Approx(1.0, 0.0), p) if b < 0 else p
+        return _power(a, b)
+    if isinstance(a, Fraction | int) and isinstance(b, Fraction) and a >= 0:
+        root = _exact_root(Fraction(a), b.denominator)
+        if root is not None:
+            return _power(_normal(root), b.numerator)
+    x = _lift(a)
+    if x.v - SAFETY * x.e <= 0:
+        raise Undecided  # zero or a negative base: the exact path decides
+    return _exp(_mul(_lift(b), _log(x)))
+
+
+def _int_power(a: Approx, n: int) -> Approx:
+    try:
+        v = a.v**n
+        e = n * (abs(a.v) + a.e) ** (n - 1) * a.e
+    except OverflowError:
+        raise Undecided from None
+    return _rounded(v, e * (1 + n * _ULP))
+
+
+def _mixed(
+    exact: Callable[[Value, Value], Value], approx: Callable[[Approx, Approx], Value | Approx]
+) -> Callable[[Value | Approx, Value | Approx], Value | Approx]:
+    def apply(a: Value | Approx, b: Value | Approx) -> Value | Approx:
+        if isinstance(a, Approx) or isinstance(b, Approx):
+            return approx(_lift(a), _lift(b))
+        return exact(a, b)
+
+    return apply
+
+
+def _approx_floordiv(a: Approx, b: Approx) -> int:
+    return _step(math.floor)(_div(a, b))
+
+
+def _approx_mod(a: Approx, b: Approx) -> Approx:
+    return _sub(a, _mul(b, _lift(_approx_floordiv(a, b))))
+
+
+def _approx_compare(op: str) -> Callable[[Value | Approx, Value | Approx], bool]:
+    exact = _COMPARE[op]
+
+    def apply(a: Value | Approx, b: Value | Approx) -> bool:
+        if isinstance(a, Approx) or isinstance(b, Approx):
+            if op in ("==", "!="):
+                _sign(_sub(_lift(a), _lift(b)))  # only a clear difference is decided; equality is exact work
+                return op == "!="
+            return exact(_sign(_sub(_lift(a), _lift(b))), 0)
+        return exact(a, b)
+
+    return apply
+
+
+def _unary(approx: Callable[[Approx], Value | Approx], exact: Callable[[Value], Value] | None = None) -> Callable:
+    """A one-argument function: `exact` for an exact argument where it has one, else over an Approx."""
+
+    def apply(x: Value | Approx) -> Value | Approx:
+        if exact is not None and not isinstance(x, Approx):
+            return exact(x)
+        return approx(_lift(x))
+
+    return apply
+
+
+def _sqrt(x: Value | Approx) -> Value | Approx:
+    return _approx_power(x, Fraction(1, 2))
+
+
+def _lipschitz(func: Callable[[float], float], slope: float) -> Callable[[Approx], Approx]:
+    """A function whose derivative is at most `slope` in size everywhere."""
+    return lambda a: _rounded(func(a.v), slope * a.e + _ULP)
+
+
+def _tan(a: Approx) -> Approx:
+    c = abs(math.cos(a.v))
+    if c <= SAFETY * a.e + _ULP:
+        raise Undecided  # near a pole
+    return _rounded(math.tan(a.v), a.e / (c - a.e - _ULP) ** 2 + _ULP)
+
+
+def _hyperbolic(func: Callable[[float], float], slope: Callable[[float], float]) -> Callable[[Approx], Approx]:
+    def apply(a: Approx) -> Approx:
+        reach = abs(a.v) + a.e
+        if reach > 700:
+            raise Undecided
+        return _rounded(func(a.v), slope(reach) * a.e)
+
+    return apply
+
+
+def _extremum(pick: Callable[..., Value]) -> Callable[..., Value | Approx]:
+    def apply(*args: Value | Approx) -> Value | Approx:
+        if not any(isinstance(a, Approx) for a in args):
+            return pick(*args)
+        return _bounds_of([_lift(a) for a in args], pick)
+
+    return apply
+
+
+def _bounds_of(values: list[Approx], pick: Callable[..., float]) -> Approx:
+    """max or min of several Approx values: the true one lies between the picks of their bounds."""
+    low = pick(*(a.v - a.e for a in values))
+    high = pick(*(a.v + a.e for a in values))
+    return _rounded((low + high) / 2, (high - low) / 2)
+
+
+def _exact_only(func: Callable[..., Value]) -> Callable[..., Value]:
+    """A function of exact values (gcd, factorial...): an Approx argument is left to the exact path."""
+
+    def apply(*args: Value | Approx) -> Value:
+        if any(isinstance(a, Approx) for a in args):
+            raise Undecided
+        return func(*args)
+
+    return apply
+
+
+def _log_of(x: Value | Approx, base: Value | Approx | None = None) -> Approx:
+    value = _log(_lift(x))
+    return value if base is None else _div(value, _log(_lift(base)))
+
+
+_NUMERIC_BINARY: dict[str, Callable[[Value | Approx, Value | Approx], Value | Approx]] = {
+    "+": _mixed(_BINARY["+"], _add),
+    "-": _mixed(_BINARY["-"], _sub),
+    "*": _mixed(_BINARY["*"], _mul),
+    "/": _mixed(_divide, _div),
+    "//": _mixed(_floordiv, _approx_floordiv),
+    "%": _mixed(_mod, _approx_mod),
+    "**": _approx_power,
+}
+_NUMERIC_COMPARE = {op: _approx_compare(op) for op in _COMPARE}
+_NUMERIC_FUNCTIONS: dict[str, Callable[..., Value | Approx]] = {
+    **{name: _exact_only(f) for name, f in _FUNCTIONS.items()},
+    "abs": _unary(lambda a: Approx(abs(a.v), a.e), abs),
+    "Abs": _unary(lambda a: Approx(abs(a.v), a.e), abs),
+    "floor": _unary(_step(math.floor), math.floor),
+    "ceil": _unary(_step(math.ceil), math.ceil),
+    "ceiling": _unary(_step(math.ceil), math.ceil),
+    "round": _unary(_step(round), round),
+    "min": _extremum(min),
+    "max": _extremum(max),
+    "sqrt": _sqrt,
+    "sin": _unary(_lipschitz(math.sin, 1.0)),
+    "cos": _unary(_lipschitz(math.cos, 1.0)),
+    "tan": _unary(_tan),
+    "tanh": _unary(_lipschitz(math.tanh, 1.0)),
+    "erf": _unary(_lipschitz(math.erf, 2 / math.sqrt(math.pi))),
+    "exp": _unary(_exp),
+    "log": _log_of,
+    "ln": _log_of,
+    "log10": lambda x: _log_of(x, 10),
+    "sinh": _unary(_hyperbolic(math.sinh, math.cosh)),
+    "cosh": _unary(_hyperbolic(math.cosh, math.sinh)),
+}
+"""The functions of numeric mode. asin/acos/atan/atan2 are left out: their results carry radians, which
+the exact path keeps as a unit."""
+_NUMERIC_CONSTANTS = {"pi": math.pi, "E": math.e}
+_MATH_ERRORS = (Undecided, ArithmeticError, ValueError)
+"""What sends one element of a numeric loop to the exact path (a FormulaError is not among them)."""
+
+
 def _as_value(x: sympy.Expr) -> Value | None:
     if x.is_Integer:
         return int(x)
@@ -219,20 +505,40 @@ def _as_value(x: sympy.Expr) -> Value | None:
     return None
 
 
-def compile_fast(expr: Expr, constants: Callable[[str], sympy.Expr | None], budget: Budget) -> Compiled | None:
+Fallback = Callable[[Expr, Env, bool], Value | Approx]
+"""Evaluates a body exactly for one element: (body, loop variables, whether it is a condition) -> value."""
+
+
+def compile_fast(
+    expr: Expr,
+    constants: Callable[[str], sympy.Expr | None],
+    budget: Budget,
+    fallback: Fallback | None = None,
+) -> Compiled | None:
     """Closures computing `expr` over int/Fraction, or None where the fast path does not apply.
 
-    `constants(name)` gives a referenced node's exact pure-number value, or None (a unit, an irrational).
+    `constants(name)` gives a referenced node's pure-number value, or None (a unit, a symbol). With a
+    `fallback`, numeric mode: transcendental functions, pi and irrational constants give `Approx` values,
+    and an element of a loop that floats cannot decide is handed to `fallback`.
     """
+    numeric = fallback is not None
+    binary = _NUMERIC_BINARY if numeric else _BINARY
+    compares = _NUMERIC_COMPARE if numeric else _COMPARE
+    functions = _NUMERIC_FUNCTIONS if numeric else _FUNCTIONS
 
     def build(e: Expr) -> Compiled:
         match e:
             case Num(value):
                 v = _as_value(value)
                 return lambda env: v
+            case Const(name) if numeric:
+                c = Approx(_NUMERIC_CONSTANTS[name], _NUMERIC_CONSTANTS[name] * _ULP)
+                return lambda env: c
             case Ref(name):
                 known = constants(name)
                 v = None if known is None else _as_value(known)
+                if v is None and numeric and known is not None:
+                    v = _approx_of(known)
                 if v is None:
                     raise NotFast
                 return lambda env: v
@@ -240,16 +546,18 @@ def compile_fast(expr: Expr, constants: Callable[[str], sympy.Expr | None], budg
                 return lambda env: env[name]
             case Unary(op, operand):
                 inner = build(operand)
-                return inner if op == "+" else (lambda env: -inner(env))
+                if op == "+":
+                    return inner
+                return lambda env: _negate(inner(env))
             case Binary(op, left, right):
-                a, b, f = build(left), build(right), _BINARY[op]
+                a, b, f = build(left), build(right), binary[op]
                 return lambda env: _check_size(f(a(env), b(env)))
-            case Call(func, args) if func in _FUNCTIONS:
-                parts, f = [build(a) for a in args], _FUNCTIONS[func]
+            case Call(func, args) if func in functions:
+                parts, f = [build(a) for a in args], functions[func]
                 return lambda env: f(*(p(env) for p in parts))
             case Compare(ops, operands):
                 parts = [build(o) for o in operands]
-                tests = [_COMPARE[op] for op in ops]
+                tests = [compares[op] for op in ops]
 
                 def compare(env: Env) -> bool:
                     values = [p(env) for p in parts]
@@ -269,7 +577,8 @@ def compile_fast(expr: Expr, constants: Callable[[str], sympy.Expr | None], budg
                 c, t, o = build(cond), build(then), build(other)
                 return lambda env: t(env) if c(env) else o(env)
             case Iterate(func, body, var, lo, hi) if func != "integrate":
-                return _loop(func, build(body), var, build(lo), build(hi), budget)
+                exact = None if fallback is None else (lambda env: fallback(body, env, func in _CONDITIONS))
+                return _loop(func, build(body), var, build(lo), build(hi), budget, exact)
         raise NotFast
 
     try:
@@ -278,45 +587,108 @@ def compile_fast(expr: Expr, constants: Callable[[str], sympy.Expr | None], budg
         return None
 
 
-def _loop(func: str, body: Compiled, var: str, lo: Compiled, hi: Compiled, budget: Budget) -> Compiled:
-    def run(env: Env) -> Value:
+_CONDITIONS = ("count", "first")
+
+
+def _negate(x: Value | Approx) -> Value | Approx:
+    return Approx(-x.v, x.e) if isinstance(x, Approx) else -x
+
+
+def _approx_of(value: sympy.Expr) -> Approx | None:
+    """A referenced irrational pure number (sqrt(2), pi/7) as an Approx, or None if it is not real."""
+    if not value.is_number:
+        return None
+    real, imag = sympy.N(value, 20).as_real_imag()
+    if imag != 0 or not real.is_Float:
+        return None
+    v = float(real)
+    return Approx(v, abs(v) * _ULP + _TINY) if math.isfinite(v) else None
+
+
+def _loop(
+    func: str,
+    body: Compiled,
+    var: str,
+    lo: Compiled,
+    hi: Compiled,
+    budget: Budget,
+    exact: Callable[[Env], Value | Approx] | None,
+) -> Compiled:
+    def run(env: Env) -> Value | Approx:
         start, stop = lo(env), hi(env)
-        if isinstance(start, Fraction) or isinstance(stop, Fraction):
+        if not isinstance(start, int) or not isinstance(stop, int):
             raise FormulaError("math", f"{func} needs integer bounds", f"{start}..{stop}")
         budget.reserve(max(0, stop - start + 1), func)
-        return iterate(func, lambda k: body({**env, var: k}), start, stop, budget)
+        fallback = None if exact is None else (lambda k: exact({**env, var: k}))
+        return iterate(func, lambda k: body({**env, var: k}), start, stop, budget, fallback)
 
     return run
 
 
-def iterate(func: str, body: Callable[[int], Value], start: int, stop: int, budget: Budget) -> Value:
+def element(body: Callable[[int], Value | Approx], fallback: Callable[[int], Value | Approx] | None, k: int):
+    """The body's value at k; in numeric mode, exactly where floats cannot decide it."""
+    if fallback is None:
+        return body(k)
+    try:
+        return body(k)
+    except _MATH_ERRORS:
+        return fallback(k)
+
+
+def iterate(
+    func: str,
+    body: Callable[[int], Value | Approx],
+    start: int,
+    stop: int,
+    budget: Budget,
+    fallback: Callable[[int], Value | Approx] | None = None,
+) -> Value | Approx:
     """Apply one iteration function over start..stop (inclusive) with Python values."""
     values = range(start, stop + 1)
     if func == "count":
         total = 0
         for k in values:
             budget.tick()
-            total += bool(body(k))
+            total += bool(element(body, fallback, k))
         return total
     if func == "first":
         for k in values:
             budget.tick()
-            if body(k):
+            if element(body, fallback, k):
                 return k
         raise FormulaError("math", "first found no value", f"no k in {start}..{stop} satisfies the condition")
-    results: list[Value] = []
-    acc: Value = 0 if func == "sum" else 1
-    for k in values:
-        budget.tick()
-        v = body(k)
-        if func == "sum":
-            acc = _check_size(acc + v)
-        elif func == "prod":
-            acc = _check_size(acc * v)
-        else:
-            results.append(v)
     if func in ("sum", "prod"):
+        acc: Value | Approx = 0 if func == "sum" else 1
+        combine = (_NUMERIC_BINARY if fallback else _BINARY)["+" if func == "sum" else "*"]
+        for k in values:
+            budget.tick()
+            acc = _check_size(combine(acc, element(body, fallback, k)))
         return acc
+    value, _ = extreme(func, body, start, stop, budget, fallback)
+    return value
+
+
+def extreme(
+    func: str,
+    body: Callable[[int], Value | Approx],
+    start: int,
+    stop: int,
+    budget: Budget,
+    fallback: Callable[[int], Value | Approx] | None = None,
+) -> tuple[Value | Approx, list[int]]:
+    """max_of or min_of over start..stop, and the k that may attain it (several where floats tie)."""
+    results: list[Value | Approx] = []
+    for k in range(start, stop + 1):
+        budget.tick()
+        results.append(element(body, fallback, k))
     if not results:
         raise FormulaError("math", f"{func} of an empty range", f"{start}..{stop}")
-    return max(results) if func == "max_of" else min(results)
+    pick = max if func == "max_of" else min
+    if not any(isinstance(v, Approx) for v in results):
+        best = pick(results)
+        return best, [start + i for i, v in enumerate(results) if v == best]
+    bounds = [_lift(v) for v in results]
+    value = _bounds_of(bounds, pick)
+    low, high = value.v - value.e, value.v + value.e
+    # Every k whose interval reaches the winner's: the exact maximum is among them.
+    return value, [start + i for i, b in enumerate(bounds) if b.v + b.e >= low and b.v - b.e <= high]
