@@ -41,8 +41,10 @@ def fault_summary(faults: dict[str, Any]) -> str | None:
 
 
 def bank_line(sizes: dict[str, int]) -> str:
-    """Bank sizes for people: `generator_1 4, generator_2 3, critic 2` (empty when there are no banks)."""
-    return ", ".join(f"{bank} {n}" for bank, n in sizes.items())
+    """Bank sizes for people: `generator_1 4, generator_2 3, critic 2`; empty banks left out, "empty" if all are."""
+    if not sizes:
+        return ""
+    return ", ".join(f"{bank} {n}" for bank, n in sizes.items() if n) or "empty"
 
 
 def verdicts(outcome: ProblemOutcome) -> str:

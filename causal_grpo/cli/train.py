@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,6 +55,11 @@ def _late_interrupt(signum: int, frame: object) -> None:
     os._exit(130)
 
 
+def _script() -> bool:
+    """Running as the `causal-grpo` script; a host process (a test's CliRunner) keeps its own Ctrl-C and exit."""
+    return Path(sys.argv[0]).name == "causal-grpo"
+
+
 def _resumable(command: Callable[..., Any]) -> Callable[..., Any]:
     """Ctrl-C anywhere in the command prints one line and exits 130: every finished step is checkpointed, so the
     same command resumes. After the command (shutdown) a Ctrl-C leaves at once, with the same line."""
@@ -63,11 +69,13 @@ def _resumable(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except KeyboardInterrupt:
+            # worker threads (aiosqlite's) cut off mid-call fail against the closed event loop on the way out;
+            # what finished is committed already, so their tracebacks would only alarm
+            threading.excepthook = lambda args: None
             _say_interrupted()
             raise typer.Exit(130) from None
         finally:
-            # only as the `causal-grpo` script: a host process (a test's CliRunner) keeps its own Ctrl-C
-            if Path(sys.argv[0]).name == "causal-grpo":
+            if _script():
                 signal.signal(signal.SIGINT, _late_interrupt)
 
     return run
@@ -135,8 +143,6 @@ def summary(result: TrainingResult, faults: str | None) -> str:
         text += f", faults: {faults}"
     if failed:
         text += f", {failed} problem(s) failed (run again to resume)"
-    if paused:
-        text += "; decide with `causal-grpo review`, then run the same train command to go on"
     return text
 
 
