@@ -130,4 +130,5 @@ def test_result_json_after_a_second_start_describes_the_whole_run(simulator, tmp
     assert second["usage"] == first["usage"] == first["usage_this_start"] and first["usage"]["calls"] > 0
     assert second["usage_this_start"] == {"prompt_tokens": 0, "completion_tokens": 0, "calls": 0}
     assert f"{first['usage']['calls']} model calls" in again.stdout
-    assert "0 calls, 0+0 tokens this start; 4 problem(s) finished earlier" in again.stdout
+    assert "0 model calls, 0+0 tokens this start" in again.stdout
+    assert "over the whole run (4 problem(s) finished earlier, not rerun)" in again.stdout
