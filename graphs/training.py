@@ -18,7 +18,15 @@ from causal_grpo.graphs.final import choose_final
 from causal_grpo.graphs.rollout import MODEL_RETRY, build_rollout_graph
 from causal_grpo.graphs.state import InputState, OutputState, Rollout, RolloutInput, TrainingState
 from causal_grpo.memory.learning import apply_learning
-from causal_grpo.memory.review import ReviewResume, deviations, review_request, reviewed_extractions
+from causal_grpo.memory.review import (
+    ReviewError,
+    ReviewRequest,
+    ReviewResume,
+    deviations,
+    review_request,
+    reviewed_extractions,
+)
+from langgraph.config import get_config
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send, interrupt
@@ -72,25 +80,60 @@ def decide(state: TrainingState) -> dict[str, Any]:
     }
 
 
+def run_of(ctx: Context) -> str:
+    """The run `learn` keys bank outcomes and reviews by.
+
+    A thread started outside the driver (Studio, a bare `ainvoke`) with no run in its context gets the
+    default run; sharing it would make a second thread on the same problem replay the first thread's
+    outcomes. Such a thread is its own run, `thread:<thread id>`. Driver threads (`<run>:<epoch>:<id>`)
+    keep their run.
+    """
+    if ctx.run != "default":
+        return ctx.run
+    thread = str(get_config().get("configurable", {}).get("thread_id") or "")
+    if not thread or thread.startswith("default:"):
+        return ctx.run
+    return f"thread:{thread}"
+
+
+def ask_review(request: ReviewRequest) -> ReviewResume:
+    """Interrupt until the resume value parses; a bad value is asked again with the reason in `error`.
+
+    LangGraph gives each `interrupt()` call in a node its own resume value, in order, so raising on a bad
+    value would pin the thread to that first error for good.
+    """
+    error = None
+    while True:
+        payload = request.model_copy(update={"error": error}).model_dump(
+            mode="json", exclude={"error"} if error is None else None
+        )
+        try:
+            return ReviewResume.parse(interrupt(payload), request)
+        except ReviewError as exc:
+            error = str(exc)
+
+
 async def learn(state: TrainingState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Apply the proposed bank operations and the experience counters, idempotently.
 
     Under review (`Context.review`), a problem that proposes an add, modify or delete first pauses here with
     `interrupt(ReviewRequest)`; the `Command(resume=...)` value decides each operation (`memory.review`).
-    Nothing is written before the interrupt, so the node's rerun on resume starts from the same state.
+    A value that does not parse is asked for again. Nothing is written before the interrupt, so the node's
+    rerun on resume starts from the same state.
     """
     if runtime.store is None:
         return {"learned": {"skipped": "no store"}}
     ctx = context_of(runtime)
+    run = run_of(ctx)
     extractions, rejected, changed = state.get("extractions", []), None, None
-    request = review_request(ctx.run, state) if ctx.review else None
+    request = review_request(run, state) if ctx.review else None
     if request is not None:
-        resume = ReviewResume.parse(interrupt(request.model_dump(mode="json")), request)
+        resume = ask_review(request)
         extractions, rejected = reviewed_extractions(extractions, request, resume)
         changed = deviations(resume, request)
     learned = await apply_learning(
         runtime.store,
-        run=ctx.run,
+        run=run,
         epoch=state.get("epoch", 1),
         problem=state["problem"],
         extractions=extractions,

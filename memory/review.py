@@ -65,6 +65,7 @@ class ReviewRequest(BaseModel):
     problem_id: str
     operations: list[ProposedOp]
     resume: str = Field(default=RESUME_HINT, description="The shape of the value that resumes the thread.")
+    error: str | None = Field(default=None, description="Why the last resume value was refused, when this is a re-ask.")
 
 
 class Decision(BaseModel):
@@ -91,8 +92,11 @@ class ReviewResume(BaseModel):
             return cls(decisions={op.id: Decision(decision=value) for op in request.operations})
         try:
             resume = cls.model_validate(value)
-        except ValueError as exc:
-            raise ReviewError(f"a review is resumed with {RESUME_HINT}, not {value!r}: {exc}") from None
+        except ValueError:
+            raise ReviewError(f"a review is resumed with {RESUME_HINT}, not {value!r}") from None
+        unknown = sorted(set(resume.decisions) - {op.id for op in request.operations})
+        if unknown:
+            raise ReviewError(f"no operation {', '.join(unknown)} in this review")
         missing = [op.id for op in request.operations if op.id not in resume.decisions]
         if missing:
             raise ReviewError(f"no decision for {', '.join(missing)}")
