@@ -342,19 +342,16 @@ class Evaluator:
         return Quantity(magnitude, unit, size, depth)
 
     def _cost(self, expr: Expr) -> int:
-        """Body evaluations an expression needs, counting nested iterations whose bounds are constant."""
-        total = 0
-        for child in children(expr):
-            if isinstance(child, Iterate) and child.func != "integrate" and not _uses_vars(child.lo, child.hi):
-                try:
-                    low, high = self.evaluate(child.lo).magnitude, self.evaluate(child.hi).magnitude
-                    count = max(0, int(high) - int(low) + 1) if low.is_Integer and high.is_Integer else 0
-                except FormulaError:
-                    count = 0
-                total += count * (1 + self._cost(child.body))
-            else:
-                total += self._cost(child)
-        return total
+        """Body evaluations an expression needs, counting nested iterations whose bounds are constant
+        (the expression itself included, so a body that is a loop is refused before any work)."""
+        if isinstance(expr, Iterate) and expr.func != "integrate" and not _uses_vars(expr.lo, expr.hi):
+            try:
+                low, high = self.evaluate(expr.lo).magnitude, self.evaluate(expr.hi).magnitude
+                count = max(0, int(high) - int(low) + 1) if low.is_Integer and high.is_Integer else 0
+            except FormulaError:
+                count = 0
+            return count * (1 + self._cost(expr.body))
+        return sum(self._cost(child) for child in children(expr))
 
     def _fast_constant(self, name: str) -> sympy.Expr | None:
         q = self.values.get(name)
