@@ -9,11 +9,14 @@ simple closed form fits and provably satisfies every equation.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import mpmath
 import sympy
+from sympy.functions.elementary.trigonometric import TrigonometricFunction
 
 from causal_grpo.errors import FormulaError
 from causal_grpo.scaffold.budget import OutOfTime, cpu_bounded
@@ -24,6 +27,14 @@ EXACT_SHARE = 0.5
 NEWTON_DIGITS = 40
 NEWTON_STEPS = 60
 MAX_STARTS = 24
+PERIODS = 6
+"""Members of a periodic solution family listed each side of its base value: enough for the checks to show
+whether they narrow the family to one."""
+SCAN = (-1000.0, 1000.0, 4001)
+"""Where a single unknown's residual is scanned for sign changes in floats, and at how many points: each
+change brackets a root, so Newton starts at every root there and not only those near its fixed starts."""
+MAX_ROOTS = 80
+MAX_RECOGNISED = 4
 ROOT_TOL = mpmath.mpf(10) ** -28
 """A numeric root must make every equation this small (relative to its terms' scale)."""
 
@@ -105,6 +116,8 @@ def solve(residuals: list[sympy.Expr], unknowns: list[Unknown], deadline: float)
         if len(residuals) == 1 and len(unknowns) == 1:
             with cpu_bounded(exact_deadline):
                 roots = _polynomial_roots(residuals[0], symbols[0])
+                if roots is None and residuals[0].has(TrigonometricFunction):
+                    roots = _periodic_roots(residuals[0], symbols[0])
             if roots is not None:
                 candidates = [{unknowns[0].name: r} for r in roots]
                 return [c for c in candidates if in_domain(c[unknowns[0].name], unknowns[0].domain)]
@@ -168,6 +181,29 @@ def _polynomial_roots(residual: sympy.Expr, symbol: sympy.Symbol) -> list[sympy.
     return [r for r in found if denominator == 1 or denominator.subs(symbol, r) != 0]
 
 
+def _periodic_roots(residual: sympy.Expr, symbol: sympy.Symbol) -> list[sympy.Expr] | None:
+    """Members of an infinite solution set (cos(x) == 0: pi/2 + n*pi), so that the checks must pick one.
+
+    sympy.solve returns only the base values of a periodic family, and one of them passing a check would
+    hide the others; None where solveset finds no such family.
+    """
+    plain = sympy.Dummy("x", real=True)
+    found = sympy.solveset(residual.xreplace({symbol: plain}), plain, sympy.S.Reals)
+    families = found.args if isinstance(found, sympy.Union) else (found,)
+    if not all(isinstance(f, sympy.ImageSet | sympy.FiniteSet) for f in families):
+        return None
+    if not any(isinstance(f, sympy.ImageSet) for f in families):
+        return None
+    roots: list[sympy.Expr] = []
+    for family in families:
+        if isinstance(family, sympy.FiniteSet):
+            roots.extend(family.args)
+            continue
+        (n,), member = family.lamda.variables, family.lamda.expr
+        roots.extend(member.subs(n, k) for k in range(-PERIODS, PERIODS + 1))
+    return sorted(dict.fromkeys(roots), key=lambda r: float(sympy.N(r)))
+
+
 def _numeric(residuals: list[sympy.Expr], unknowns: list[Unknown], deadline: float) -> list[dict[str, sympy.Expr]]:
     if len(residuals) != len(unknowns):
         raise FormulaError(
@@ -180,14 +216,28 @@ def _numeric(residuals: list[sympy.Expr], unknowns: list[Unknown], deadline: flo
     try:
         with cpu_bounded(deadline), mpmath.workdps(NEWTON_DIGITS):
             jacobian = [[sympy.diff(r, s) for s in symbols] for r in residuals]
-            for start in _starts(unknowns):
+            for start in _starts(unknowns) + _brackets(residuals, unknowns):
+                if len(roots) >= MAX_ROOTS:
+                    break
                 root = _newton(residuals, jacobian, symbols, start)
                 if root is not None and not any(_same(root, other) for other in roots):
                     roots.append(root)
     except OutOfTime:
         if not roots:
             raise FormulaError("timeout", "no solution found in the time limit", "") from None
-    found = [{u.name: _recognised(r, residuals, symbols, i) for i, u in enumerate(unknowns)} for r in roots]
+    # nsimplify takes up to half a second a value: only a few roots are worth recognising (more are refused
+    # as too many anyway), and within the deadline.
+    recognise = len(roots) <= MAX_RECOGNISED
+    found = []
+    for r in roots:
+        values = [sympy.Float(str(v), 30) for v in r]
+        if recognise:
+            try:
+                with cpu_bounded(deadline):
+                    values = [_recognised(r, residuals, symbols, i) for i in range(len(unknowns))]
+            except OutOfTime:
+                recognise = False
+        found.append({u.name: v for u, v in zip(unknowns, values, strict=True)})
     return [c for c in found if all(in_domain(c[u.name], u.domain) for u in unknowns)]
 
 
@@ -197,6 +247,46 @@ def _starts(unknowns: list[Unknown]) -> list[tuple[float, ...]]:
         for u in unknowns
     ]
     return list(itertools.islice(itertools.product(*per), MAX_STARTS))
+
+
+def _brackets(residuals: list[sympy.Expr], unknowns: list[Unknown]) -> list[tuple[float, ...]]:
+    """For one unknown, a start inside every sign change of the residual on a float grid (sin(x) == x/100
+    has 16 roots in (50, 100); Newton from fixed starts finds the few nearest them)."""
+    if len(unknowns) != 1:
+        return []
+    low, high, points = SCAN
+    if unknowns[0].domain.startswith(("positive", "nonnegative")):
+        low = 0.0
+    elif unknowns[0].domain == "negative":
+        high = 0.0
+    f = sympy.lambdify(unknowns[0].symbol, residuals[0], modules="math")
+    grid = [low + (high - low) * i / (points - 1) for i in range(points)]
+    values = []
+    for x in grid:
+        try:
+            v = float(f(x))
+        except (ArithmeticError, ValueError, TypeError):
+            v = math.nan
+        values.append(v)
+    starts = []
+    for a, b, fa, fb in zip(grid, grid[1:], values, values[1:], strict=False):
+        if math.isfinite(fa) and math.isfinite(fb) and fa * fb < 0:
+            starts.append((_bisected(f, a, b, fa),))
+    return starts
+
+
+def _bisected(f: Any, a: float, b: float, fa: float) -> float:
+    """A sign change narrowed in floats, so that Newton at 40 digits needs a few steps from it."""
+    for _ in range(60):
+        mid = (a + b) / 2
+        try:
+            fm = float(f(mid))
+        except (ArithmeticError, ValueError, TypeError):
+            break
+        if not math.isfinite(fm) or fm == 0:
+            return mid
+        a, b, fa = (mid, b, fm) if fa * fm > 0 else (a, mid, fa)
+    return (a + b) / 2
 
 
 def _value(expr: sympy.Expr, subs: dict[sympy.Symbol, sympy.Float]) -> mpmath.mpf | None:

@@ -11,7 +11,6 @@ import pytest
 from causal_grpo.scaffold import Computation, compute
 
 TIME_LIMIT_S = 2.0
-NOT_YET = pytest.mark.xfail(strict=True, reason="Issue 25: the solver still picks one of many roots silently")
 
 
 def run(*nodes: dict[str, Any]) -> Computation:
@@ -34,7 +33,6 @@ def refused(result: Computation) -> None:
     assert "narrow the domain or add a check" in messages, messages
 
 
-@NOT_YET
 @pytest.mark.parametrize(
     ("equation", "condition"),
     [("cos(x) == 0", "x > 2"), ("sin(x) == 1/2", "x > 1"), ("sin(x) == x/100", "50 < x < 100")],
