@@ -58,6 +58,7 @@ from langgraph.store.memory import InMemoryStore
 from causal_grpo import Context, ExperienceBank, Problem, Scaffold, TrainingResult, atrain, load_problems
 from causal_grpo.llm import client_for
 from causal_grpo.scaffold import Sandbox, compute, shared_sandbox, use_sandbox
+from causal_grpo.scaffold.sandbox import TIME_LIMIT_S
 
 RESULTS = Path(__file__).resolve().parent / "results"
 START_TIMEOUT_S = 30.0
@@ -519,8 +520,10 @@ def cpu_per_call(figure: Figure) -> Figure:
 
 
 def _trivial(k: int) -> dict[str, Any]:
-    return {"nodes": [{"id": "a", "kind": "given", "value": str(k)}, {"id": "t", "kind": "derived",
-            "formula": "a + 1"}], "target": "t"}
+    return {
+        "nodes": [{"id": "a", "kind": "given", "value": str(k)}, {"id": "t", "kind": "derived", "formula": "a + 1"}],
+        "target": "t",
+    }
 
 
 async def bench_sandbox(calls: int) -> Figure:
@@ -555,6 +558,35 @@ async def bench_sandbox(calls: int) -> Figure:
     )
 
 
+REFERENCES = Path(__file__).parents[1] / "tests" / "unit" / "reference_scaffolds"
+REFERENCE_SHARE_TARGET = 0.5
+"""The slowest reference may use half the time limit: the typed-in check recomputes a graph within the rest."""
+
+
+def bench_references() -> Figure:
+    """CPU of computing each hand-written reference scaffold in this process, slowest over the time limit."""
+    compute(_trivial(0))  # lazy imports and caches are the process's, not a reference's
+    cpu = {}
+    for path in sorted(REFERENCES.glob("*.json")):
+        started = time.thread_time()
+        compute(Scaffold.model_validate_json(path.read_text()))
+        cpu[path.stem] = time.thread_time() - started
+    slowest = sorted(cpu, key=cpu.get, reverse=True)[:3]
+    share = cpu[slowest[0]] / TIME_LIMIT_S
+    return Figure(
+        name="slowest reference scaffold / time limit",
+        value=round(share, 3),
+        unit="x",
+        target=f"<= {REFERENCE_SHARE_TARGET}",
+        passed=share <= REFERENCE_SHARE_TARGET,
+        detail={
+            "slowest_cpu_s": {k: round(cpu[k], 3) for k in slowest},
+            "references": len(cpu),
+            "total_cpu_s": round(sum(cpu.values()), 2),
+        },
+    )
+
+
 async def run_all(args: argparse.Namespace) -> list[Figure]:
     """Every phase, in one process; peak memory is read last."""
     figures = []
@@ -570,6 +602,7 @@ async def run_all(args: argparse.Namespace) -> list[Figure]:
             )
         use_sandbox(Sandbox())
         figures.append(await bench_sandbox(SANDBOX_CALLS))
+        figures.append(bench_references())
         with Simulator(args.overhead_latency_ms, args.seed) as sim:
             # a fresh simulator's one-time loads (~0.4 s) are its start-up, not our overhead per call
             warm = Context(

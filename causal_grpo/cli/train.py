@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import json
 import logging
@@ -10,11 +11,13 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
+import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -40,19 +43,33 @@ INTERRUPTED = "interrupted; run the same command to resume"
 _said = False
 
 
-def _say_interrupted() -> None:
+def _say_interrupted(line: bytes = (INTERRUPTED + "\n").encode()) -> None:
+    """The one line, written to the descriptor: it must get out at any moment, module teardown included."""
     global _said
     if not _said:
         _said = True
-        error_console().print(INTERRUPTED, markup=False)
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError, AttributeError):  # closed or torn down: the line goes out all the same
+            pass
+        os.write(2, line)
 
 
-def _late_interrupt(signum: int, frame: object) -> None:
-    """Ctrl-C once the command is over (joining threads, atexit): the line, exit 130, and no traceback."""
-    _say_interrupted()
-    sys.stdout.flush()
-    sys.stderr.flush()
+def _late_interrupt(signum: int, frame: object, say: Callable[[], None] = _say_interrupted) -> None:
+    """Ctrl-C once the command is over (joining threads, atexit): the line, exit 130, and no traceback.
+    `say` is bound here because late in shutdown the module's globals are cleared."""
+    say()
     os._exit(130)
+
+
+def _quiet_teardown() -> None:
+    """After the line, what the interrupt cut off only complains on the way out: aiosqlite's threads fail against
+    the closed event loop, a half-built loop fails in `__del__`, a coroutine never started warns. What finished
+    is committed already, so none of it is news to the user."""
+    threading.excepthook = lambda args: None
+    sys.unraisablehook = lambda unraisable: None
+    warnings.simplefilter("ignore")
 
 
 def _script() -> bool:
@@ -60,23 +77,36 @@ def _script() -> bool:
     return Path(sys.argv[0]).name == "causal-grpo"
 
 
+def _leave(code: int) -> NoReturn:
+    """End the script without the interpreter's teardown: Ctrl-C there would find SIGINT reset to its default and
+    kill the process silently (exit -2, no line), and daemon threads can crash it. What the teardown must do runs
+    first: the atexit functions stop the sandbox's workers and release multiprocessing's semaphores."""
+    signal.signal(signal.SIGINT, _late_interrupt)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
 def _resumable(command: Callable[..., Any]) -> Callable[..., Any]:
     """Ctrl-C anywhere in the command prints one line and exits 130: every finished step is checkpointed, so the
     same command resumes. After the command (shutdown) a Ctrl-C leaves at once, with the same line."""
 
     @functools.wraps(command)  # typer reads the options from the wrapped signature
-    def run(*args: Any, **kwargs: Any) -> Any:
+    def run(*args: Any, **kwargs: Any) -> None:
+        code = 0
         try:
-            return command(*args, **kwargs)
+            command(*args, **kwargs)
         except KeyboardInterrupt:
-            # worker threads (aiosqlite's) cut off mid-call fail against the closed event loop on the way out;
-            # what finished is committed already, so their tracebacks would only alarm
-            threading.excepthook = lambda args: None
             _say_interrupted()
-            raise typer.Exit(130) from None
-        finally:
-            if _script():
-                signal.signal(signal.SIGINT, _late_interrupt)
+            _quiet_teardown()
+            code = 130
+        except (typer.Exit, click.exceptions.Exit) as exc:
+            code = exc.exit_code
+        if _script():
+            _leave(code)
+        if code:
+            raise typer.Exit(code)
 
     return run
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -241,6 +241,8 @@ async def _handle(sim: Simulator, request: Request) -> Response:
         body = json.loads(await request.body())
     except ValueError:
         return _invalid(sim, "The request body is not valid JSON.")
+    except ClientDisconnect:  # the client gave up (Ctrl-C, a timeout): nobody reads an answer, nothing to log
+        return Response(status_code=499)
     if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
         return _invalid(sim, "'messages' must be a non-empty list.", "messages")
     if body.get("model") != config.model:

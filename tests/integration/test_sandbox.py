@@ -42,8 +42,10 @@ BLOW_UPS = [
 
 
 def graph(formula: str) -> dict:
-    return {"nodes": [{"id": "d", "kind": "given", "value": "7"}, {"id": "t", "kind": "derived", "formula": formula}],
-            "target": "t"}
+    return {
+        "nodes": [{"id": "d", "kind": "given", "value": "7"}, {"id": "t", "kind": "derived", "formula": formula}],
+        "target": "t",
+    }
 
 
 ORDINARY = graph("d*6")
@@ -113,10 +115,19 @@ async def _rollouts(config: SimulatorConfig, tmp_path, name: str) -> dict:
     """Every generator rollout of a short run without learning, by (problem, agent, index)."""
     problems = load_problems("full", 3)
     with SimulatorServer(config) as sim:
-        ctx = Context(run=name, model="simulated", base_url=sim.base_url, rollouts=3, generators=[1, 2], seed=7,
-                      fuse=False, tau=1.0)  # no experiences, so both runs send the same prompts
-        result = await atrain(problems, context=ctx, store=InMemoryStore(), checkpointer=InMemorySaver(),
-                              home=tmp_path, batch_size=3)
+        ctx = Context(
+            run=name,
+            model="simulated",
+            base_url=sim.base_url,
+            rollouts=3,
+            generators=[1, 2],
+            seed=7,
+            fuse=False,
+            tau=1.0,
+        )  # no experiences, so both runs send the same prompts
+        result = await atrain(
+            problems, context=ctx, store=InMemoryStore(), checkpointer=InMemorySaver(), home=tmp_path, batch_size=3
+        )
     assert [p.status for p in result.problems] == ["done"] * 3
     rows = {}
     for g in (1, 2):

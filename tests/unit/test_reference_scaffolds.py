@@ -28,8 +28,6 @@ EXAMPLE_SOURCE = "aime2024_013"
 
 MIN_REFERENCES = 20
 MIN_V2_AIME = 10
-MAX_CPU_S = 1.0
-"""Each reference must compute well inside the computer's 2 s limit (the slowest takes about 0.5 s)."""
 STRUCTURAL_LITERALS = {0, 1, 2, 3, 4, 10, 100, 1000}
 """Numbers a formula may spell out: small structural constants (squares, halves, the quadratic formula's 4),
 the decimal base, and round search bounds. Anything else must be a given from the text or computed."""
@@ -128,7 +126,6 @@ def test_reference_computes_the_shipped_answer(path: Path) -> None:
     assert result.valid, [str(e) for e in result.errors]
     reward = answer_reward(result.answer, problem)
     assert reward.score == 1.0, f"{result.answer} vs {problem.answer} {problem.unit or ''}: {reward.detail}"
-    assert timed(path)[1] < MAX_CPU_S
 
 
 @pytest.mark.parametrize("path", computable(REFERENCES))
