@@ -230,7 +230,7 @@ def _numeric(residuals: list[sympy.Expr], unknowns: list[Unknown], deadline: flo
     recognise = len(roots) <= MAX_RECOGNISED
     found = []
     for r in roots:
-        values = [sympy.Float(str(v), 30) for v in r]
+        values = [sympy.Float(v, NEWTON_DIGITS) for v in r]
         if recognise:
             try:
                 with cpu_bounded(deadline):
@@ -301,7 +301,7 @@ def _newton(
 ) -> list[mpmath.mpf] | None:
     x = [mpmath.mpf(v) for v in start]
     for _ in range(NEWTON_STEPS):
-        subs = {s: sympy.Float(str(v), NEWTON_DIGITS) for s, v in zip(symbols, x, strict=True)}
+        subs = {s: sympy.Float(v, NEWTON_DIGITS) for s, v in zip(symbols, x, strict=True)}
         try:
             f = [_value(r, subs) for r in residuals]
             if any(v is None for v in f):
@@ -323,10 +323,13 @@ def _same(a: list[mpmath.mpf], b: list[mpmath.mpf]) -> bool:
 
 
 def _recognised(root: list[mpmath.mpf], residuals: list[sympy.Expr], symbols: list[sympy.Symbol], i: int) -> sympy.Expr:
-    """The i-th value of a numeric root: a simple closed form where one fits exactly, else a 30-digit float."""
-    value = sympy.Float(str(root[i]), NEWTON_DIGITS)
+    """The i-th value of a numeric root: a simple closed form where one provably fits (one unknown), else a float
+    at the digits it was solved at, so that its equations verify at the precision of the solve."""
+    value = sympy.Float(root[i], NEWTON_DIGITS)
+    if len(symbols) != 1:
+        return value
     guess = sympy.nsimplify(value, [sympy.pi, sympy.E], tolerance=1e-25)
-    if len(symbols) == 1 and guess.is_number and sympy.count_ops(guess) < 20:
+    if guess.is_number and sympy.count_ops(guess) < 20:
         if all(r.subs(symbols[0], guess).equals(0) is True for r in residuals):
             return guess
-    return sympy.Float(value, 30)
+    return value
