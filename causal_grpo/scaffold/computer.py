@@ -58,6 +58,7 @@ from causal_grpo.scaffold.formula import (
     refs_of,
 )
 from causal_grpo.scaffold.formula import references as references
+from causal_grpo.scaffold.implied import implied_rational
 from causal_grpo.scaffold.schema import Node, Scaffold
 from causal_grpo.scaffold.solver import symbol_for
 
@@ -412,7 +413,13 @@ class _Run:
             self.fail_block(block, stuck[0] if stuck else free[0])
             return
         try:
-            candidates = solver.solve(residuals, [solver.Unknown(u, domains[u]) for u in unknowns], self.deadline)
+            near = tuple(self.branch.get(u) for u in unknowns) if self.moves is not None else None
+            candidates = solver.solve(
+                residuals,
+                [solver.Unknown(u, domains[u]) for u in unknowns],
+                self.deadline,
+                near=near if near and None not in near else None,
+            )
         except FormulaError as exc:
             self.error(
                 exc.kind,
@@ -439,6 +446,14 @@ class _Run:
                 self.attempt(node_id, lambda n=node_id: self.record(n, self.quantities[n]))
             elif not self.blocked(node_id):
                 self.attempt(node_id, lambda n=node_id: self.compute_node(n))
+        target = self.scaffold.target
+        if (
+            self.moves is None
+            and target in self.result.values
+            and target in block
+            and not self.quantities[target].exact
+        ):
+            self.implied(target, block, residuals, {symbol_for(u, domains[u]): kept[0][u] for u in unknowns})
 
     def domain(self, unknown: str) -> Any:
         """An unknown's domain; a perturbed run relaxes integers to reals (moved givens rarely keep it integral)."""
@@ -621,6 +636,36 @@ class _Run:
             for n, why in pending.items()
             if n == self.scaffold.target or not why.startswith("keeps") or self.quantities[n].magnitude not in (0, 1)
         }
+
+    def implied(
+        self, target: str, block: list[str], residuals: list[sympy.Expr], root: dict[sympy.Symbol, sympy.Expr]
+    ) -> None:
+        """Make a target computed from a numeric root exact where the equations provably imply its value."""
+        needed = ancestors(target, self.result.parents) | {target}
+        numeric = dict(self.quantities)
+        try:
+            # The target over the unknowns' symbols: the block's nodes it uses, computed again before the root.
+            for node_id in block:
+                node = self.nodes[node_id]
+                if node_id not in needed:
+                    continue
+                if node.kind == "unknown":
+                    symbol = symbol_for(node_id, self.domain(node_id))
+                    self.quantities[node_id] = Quantity(symbol, units.parse_unit(node.unit))
+                elif node.kind == "derived":
+                    self.quantities[node_id] = self.evaluate(node, self.formulas[node_id])
+            over_unknowns = self.quantities[target].magnitude
+        except (FormulaError, ArithmeticError, TypeError, ValueError, RecursionError):
+            return
+        finally:
+            self.quantities.clear()
+            self.quantities.update(numeric)
+        q = numeric[target]
+        budget = min(self.deadline, time.thread_time() + SIMPLIFY_SHARE * self.evaluator.time_limit_s)
+        value = implied_rational(over_unknowns, residuals, root, q.magnitude, budget)
+        if value is not None:
+            self.result.order.remove(target)  # recorded again, in its exact value
+            self.record(target, Quantity(value, q.unit, q.size, q.depth))
 
     def answer(self, target: str) -> Answer:
         q = self.quantities[target]

@@ -104,13 +104,22 @@ def satisfies(residuals: list[sympy.Expr], unknowns: list[Unknown], candidate: d
     return True
 
 
-def solve(residuals: list[sympy.Expr], unknowns: list[Unknown], deadline: float) -> list[dict[str, sympy.Expr]]:
+def solve(
+    residuals: list[sympy.Expr], unknowns: list[Unknown], deadline: float, near: tuple[float, ...] | None = None
+) -> list[dict[str, sympy.Expr]]:
     """Candidate solutions in the unknowns' domains; a value that is a sympy Float is not exact.
+
+    With `near` (a solution of nearby equations), the root Newton reaches from it is the one candidate when
+    there is one: following a solution as the givens move needs neither sympy's solve nor a search.
 
     Raises:
         FormulaError: The system leaves an unknown free, or cannot be solved in time.
     """
     symbols = [u.symbol for u in unknowns]
+    if near is not None and len(residuals) == len(unknowns):
+        followed = _followed(residuals, unknowns, near, deadline)
+        if followed is not None:
+            return [followed]
     exact_deadline = min(deadline, time.thread_time() + EXACT_SHARE * max(0.0, deadline - time.thread_time()))
     try:
         if len(residuals) == 1 and len(unknowns) == 1:
@@ -241,6 +250,22 @@ def _numeric(residuals: list[sympy.Expr], unknowns: list[Unknown], deadline: flo
     return [c for c in found if all(in_domain(c[u.name], u.domain) for u in unknowns)]
 
 
+def _followed(
+    residuals: list[sympy.Expr], unknowns: list[Unknown], start: tuple[float, ...], deadline: float
+) -> dict[str, sympy.Expr] | None:
+    symbols = [u.symbol for u in unknowns]
+    try:
+        with cpu_bounded(deadline), mpmath.workdps(NEWTON_DIGITS):
+            jacobian = [[sympy.diff(r, s) for s in symbols] for r in residuals]
+            root = _newton(residuals, jacobian, symbols, start)
+    except OutOfTime:
+        return None
+    if root is None:
+        return None
+    found = {u.name: sympy.Float(v, NEWTON_DIGITS) for u, v in zip(unknowns, root, strict=True)}
+    return found if all(in_domain(found[u.name], u.domain) for u in unknowns) else None
+
+
 def _starts(unknowns: list[Unknown]) -> list[tuple[float, ...]]:
     per = [
         _STARTS.get(u.domain.removesuffix("_integer").replace("nonnegative", "positive"), _STARTS["real"])
@@ -290,10 +315,13 @@ def _bisected(f: Any, a: float, b: float, fa: float) -> float:
 
 
 def _value(expr: sympy.Expr, subs: dict[sympy.Symbol, sympy.Float]) -> mpmath.mpf | None:
-    value = complex(expr.evalf(NEWTON_DIGITS, subs=subs))
-    if value.imag and abs(value.imag) > 1e-20 * max(1.0, abs(value.real)):
+    """The real value at 40 digits (mpmath's working precision here), None where it is not a finite real."""
+    real, imag = expr.evalf(NEWTON_DIGITS, subs=subs).as_real_imag()
+    if not (real.is_Number and imag.is_Number and real.is_finite and imag.is_finite):
         return None
-    return mpmath.mpf(str(sympy.Float(expr.evalf(NEWTON_DIGITS, subs=subs).as_real_imag()[0], NEWTON_DIGITS)))
+    if imag and abs(imag) > 1e-20 * max(1, abs(real)):
+        return None
+    return mpmath.mpf(sympy.Float(real, NEWTON_DIGITS)._mpf_)
 
 
 def _newton(
