@@ -61,12 +61,28 @@ def _start_worker(memory_limit_mb: int) -> None:
 
 
 def _compute_json(scaffold: str, time_limit_s: float) -> str:
-    """The worker's task: JSON in, JSON out (cheaper to send than pydantic models)."""
-    result = compute(scaffold, time_limit_s=time_limit_s)
-    if any(e.message.startswith("memory limit") for e in result.errors):
-        clear_cache()  # sympy's caches may hold what filled the memory; the next computation needs it back
-        gc.collect()
-    return result.model_dump_json()
+    """The worker's task: JSON in, JSON out (cheaper to send than pydantic models).
+
+    At the cap even reporting a MemoryError can raise another, which would escape through pebble's own
+    error handling and end the worker (exit code 1, the rollout told only that it died): so the last one
+    is caught here, and memory is given back before anything is said about it.
+    """
+    try:
+        result = compute(scaffold, time_limit_s=time_limit_s)
+        if not any(e.message.startswith("memory limit") for e in result.errors):
+            return result.model_dump_json()
+    except MemoryError:
+        result = None
+    clear_cache()  # sympy's caches may hold what filled the memory; the next computation needs it back
+    gc.collect()
+    return _OUT_OF_MEMORY if result is None else result.model_dump_json()
+
+
+def _failed(kind: str, message: str) -> Computation:
+    return Computation(valid=False, errors=[ComputeError(kind=kind, message=message)])  # type: ignore[arg-type]
+
+
+_OUT_OF_MEMORY = _failed("limit", "memory limit: out of memory").model_dump_json()
 
 
 def _exit_reason(code: int | None) -> str:
@@ -76,10 +92,6 @@ def _exit_reason(code: int | None) -> str:
         except ValueError:
             return f"signal {-code}"
     return f"exit code {code}"
-
-
-def _failed(kind: str, message: str) -> Computation:
-    return Computation(valid=False, errors=[ComputeError(kind=kind, message=message)])  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
