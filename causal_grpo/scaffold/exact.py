@@ -18,6 +18,7 @@ PRECISE_DIGITS = 50
 RATIONAL_GUESS_DENOMINATOR = 10**6
 """Largest denominator of the rational an irrational-looking value is tried against."""
 GUESS_TOL = sympy.Float(10, 5) ** -40
+"""How close (relative) a value's digits must be to its guess."""
 
 
 def rational(value: sympy.Expr, deadline: float | None = None) -> sympy.Rational | None:
@@ -33,14 +34,18 @@ def rational(value: sympy.Expr, deadline: float | None = None) -> sympy.Rational
         return None
 
 
-def _proven_rational(value: sympy.Expr, approx: sympy.Expr) -> sympy.Rational | None:
+def guessed_rational(approx: sympy.Expr, tol: sympy.Float = GUESS_TOL) -> sympy.Rational | None:
+    """The rational (denominator at most 10**6) a float's digits point to within `tol`, relative; a guess to prove."""
     if not approx.is_Float:
         return None
-    guess = Fraction(str(approx)).limit_denominator(RATIONAL_GUESS_DENOMINATOR)
-    candidate = sympy.Rational(guess.numerator, guess.denominator)
-    if abs(approx - candidate) <= GUESS_TOL * max(1, abs(candidate)) and (value - candidate).equals(0) is True:
-        return candidate
-    return None
+    fraction = Fraction(str(approx)).limit_denominator(RATIONAL_GUESS_DENOMINATOR)
+    guess = sympy.Rational(fraction.numerator, fraction.denominator)
+    return guess if abs(approx - guess) <= tol * max(1, abs(guess)) else None
+
+
+def _proven_rational(value: sympy.Expr, approx: sympy.Expr) -> sympy.Rational | None:
+    guess = guessed_rational(approx)
+    return guess if guess is not None and (value - guess).equals(0) is True else None
 
 
 def simplest(value: sympy.Expr, deadline: float) -> tuple[sympy.Expr, str | None]:

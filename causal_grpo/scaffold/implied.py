@@ -11,14 +11,11 @@ Otherwise, or out of time, there is no proof and the value stays a float.
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import sympy
 
 from causal_grpo.scaffold.budget import OutOfTime, cpu_bounded
+from causal_grpo.scaffold.exact import guessed_rational
 
-GUESS_DENOMINATOR = 10**6
-"""Largest denominator of the rational a numeric target is tried against."""
 GUESS_TOL = sympy.Float(10, 5) ** -25
 """How close (relative) the numeric target must be to its guess: the root was solved at 40 digits."""
 MAX_VARIABLES = 12
@@ -34,11 +31,8 @@ def implied_rational(
 ) -> sympy.Rational | None:
     """The small rational `target` (an expression in the unknowns) provably equals wherever every residual
     vanishes, guessed from `approx` (its value at the numeric `root`); None without a proof or out of time."""
-    if not approx.is_Float:
-        return None
-    fraction = Fraction(str(approx)).limit_denominator(GUESS_DENOMINATOR)
-    guess = sympy.Rational(fraction.numerator, fraction.denominator)
-    if abs(approx - guess) > GUESS_TOL * max(1, abs(guess)):
+    guess = guessed_rational(approx, GUESS_TOL)
+    if guess is None:
         return None
     try:
         with cpu_bounded(deadline):
