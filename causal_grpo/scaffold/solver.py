@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,11 +151,7 @@ def solve(
             raise FormulaError("math", "too few independent equations", f"{names} not determined")
         candidates = [{u.name: sol[u.symbol] for u in unknowns} for sol in found]
         if candidates:  # an empty answer is no proof that there is no root: the numeric search decides
-            return [
-                c
-                for c in candidates
-                if all(in_domain(c[u.name], u.domain) for u in unknowns) and satisfies(residuals, unknowns, c)
-            ]
+            return [c for c in candidates if _in_domains(c, unknowns) and satisfies(residuals, unknowns, c)]
     except (OutOfTime, NotImplementedError, TypeError, ValueError, ArithmeticError, RecursionError):
         pass
     return _numeric(residuals, unknowns, deadline)
@@ -220,20 +217,11 @@ def _numeric(residuals: list[sympy.Expr], unknowns: list[Unknown], deadline: flo
             "cannot solve this system",
             f"{len(residuals)} equations for {len(unknowns)} unknowns, no exact solution",
         )
+    starts = itertools.chain(_starts(unknowns), _brackets(residuals, unknowns))
+    roots, finished = _newton_roots(residuals, unknowns, starts, MAX_ROOTS, deadline)
+    if not roots and not finished:
+        raise FormulaError("timeout", "no solution found in the time limit", "")
     symbols = [u.symbol for u in unknowns]
-    roots: list[list[mpmath.mpf]] = []
-    try:
-        with cpu_bounded(deadline), mpmath.workdps(NEWTON_DIGITS):
-            jacobian = [[sympy.diff(r, s) for s in symbols] for r in residuals]
-            for start in _starts(unknowns) + _brackets(residuals, unknowns):
-                if len(roots) >= MAX_ROOTS:
-                    break
-                root = _newton(residuals, jacobian, symbols, start)
-                if root is not None and not any(_same(root, other) for other in roots):
-                    roots.append(root)
-    except OutOfTime:
-        if not roots:
-            raise FormulaError("timeout", "no solution found in the time limit", "") from None
     # nsimplify takes up to half a second a value: only a few roots are worth recognising (more are refused
     # as too many anyway), and within the deadline.
     recognise = len(roots) <= MAX_RECOGNISED
@@ -247,23 +235,45 @@ def _numeric(residuals: list[sympy.Expr], unknowns: list[Unknown], deadline: flo
             except OutOfTime:
                 recognise = False
         found.append({u.name: v for u, v in zip(unknowns, values, strict=True)})
-    return [c for c in found if all(in_domain(c[u.name], u.domain) for u in unknowns)]
+    return [c for c in found if _in_domains(c, unknowns)]
 
 
 def _followed(
     residuals: list[sympy.Expr], unknowns: list[Unknown], start: tuple[float, ...], deadline: float
 ) -> dict[str, sympy.Expr] | None:
+    roots, _ = _newton_roots(residuals, unknowns, [start], 1, deadline)
+    if not roots:
+        return None
+    found = {u.name: sympy.Float(v, NEWTON_DIGITS) for u, v in zip(unknowns, roots[0], strict=True)}
+    return found if _in_domains(found, unknowns) else None
+
+
+def _newton_roots(
+    residuals: list[sympy.Expr],
+    unknowns: list[Unknown],
+    starts: Iterable[tuple[float, ...]],
+    most: int,
+    deadline: float,
+) -> tuple[list[list[mpmath.mpf]], bool]:
+    """The distinct roots Newton reaches from `starts` (at most `most`), and whether it finished in time."""
     symbols = [u.symbol for u in unknowns]
+    roots: list[list[mpmath.mpf]] = []
     try:
         with cpu_bounded(deadline), mpmath.workdps(NEWTON_DIGITS):
             jacobian = [[sympy.diff(r, s) for s in symbols] for r in residuals]
-            root = _newton(residuals, jacobian, symbols, start)
+            for start in starts:
+                if len(roots) >= most:
+                    break
+                root = _newton(residuals, jacobian, symbols, start)
+                if root is not None and not any(_same(root, other) for other in roots):
+                    roots.append(root)
     except OutOfTime:
-        return None
-    if root is None:
-        return None
-    found = {u.name: sympy.Float(v, NEWTON_DIGITS) for u, v in zip(unknowns, root, strict=True)}
-    return found if all(in_domain(found[u.name], u.domain) for u in unknowns) else None
+        return roots, False
+    return roots, True
+
+
+def _in_domains(candidate: dict[str, sympy.Expr], unknowns: list[Unknown]) -> bool:
+    return all(in_domain(candidate[u.name], u.domain) for u in unknowns)
 
 
 def _starts(unknowns: list[Unknown]) -> list[tuple[float, ...]]:
@@ -274,11 +284,11 @@ def _starts(unknowns: list[Unknown]) -> list[tuple[float, ...]]:
     return list(itertools.islice(itertools.product(*per), MAX_STARTS))
 
 
-def _brackets(residuals: list[sympy.Expr], unknowns: list[Unknown]) -> list[tuple[float, ...]]:
+def _brackets(residuals: list[sympy.Expr], unknowns: list[Unknown]) -> Iterator[tuple[float, ...]]:
     """For one unknown, a start inside every sign change of the residual on a float grid (sin(x) == x/100
-    has 16 roots in (50, 100); Newton from fixed starts finds the few nearest them)."""
+    has 16 roots in (50, 100); Newton from fixed starts finds the few nearest them), made as Newton asks."""
     if len(unknowns) != 1:
-        return []
+        return
     low, high, points = SCAN
     if unknowns[0].domain.startswith(("positive", "nonnegative")):
         low = 0.0
@@ -293,11 +303,9 @@ def _brackets(residuals: list[sympy.Expr], unknowns: list[Unknown]) -> list[tupl
         except (ArithmeticError, ValueError, TypeError):
             v = math.nan
         values.append(v)
-    starts = []
     for a, b, fa, fb in zip(grid, grid[1:], values, values[1:], strict=False):
         if math.isfinite(fa) and math.isfinite(fb) and fa * fb < 0:
-            starts.append((_bisected(f, a, b, fa),))
-    return starts
+            yield (_bisected(f, a, b, fa),)
 
 
 def _bisected(f: Any, a: float, b: float, fa: float) -> float:
