@@ -413,12 +413,8 @@ class _Run:
             self.fail_block(block, stuck[0] if stuck else free[0])
             return
         try:
-            near = tuple(self.branch.get(u) for u in unknowns) if self.moves is not None else None
             candidates = solver.solve(
-                residuals,
-                [solver.Unknown(u, domains[u]) for u in unknowns],
-                self.deadline,
-                near=near if near and None not in near else None,
+                residuals, [solver.Unknown(u, domains[u]) for u in unknowns], self.deadline, near=self.near(unknowns)
             )
         except FormulaError as exc:
             self.error(
@@ -459,6 +455,13 @@ class _Run:
         """An unknown's domain; a perturbed run relaxes integers to reals (moved givens rarely keep it integral)."""
         domain = self.nodes[unknown].domain
         return domain if self.moves is None else _RELAXED.get(domain, domain)
+
+    def near(self, unknowns: list[str]) -> tuple[float, ...] | None:
+        """Where a perturbed run's solver starts: the real run's solution, if it solved every unknown."""
+        if self.moves is None:
+            return None
+        values = [self.branch.get(u) for u in unknowns]
+        return None if None in values else tuple(v for v in values if v is not None)
 
     def nearest(self, candidates: list[dict[str, sympy.Expr]], unknowns: list[str]) -> list[dict[str, sympy.Expr]]:
         """The candidate closest to the real run's solution: the branch the solution moves along."""
