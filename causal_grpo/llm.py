@@ -531,7 +531,7 @@ class ModelClient:
         chat = self._chats.get(loop)
         if chat is None:
             s = self._settings
-            chat = ChatOpenAI(
+            chat = _ReadyBodyChatOpenAI(
                 model=self.endpoint.model,
                 base_url=self.endpoint.base_url,
                 api_key=self._key,

@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio.to_thread
 import openai
+import openai.resources.chat.completions.completions as completions_module
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
@@ -97,6 +98,22 @@ async def test_the_body_on_the_wire_is_the_one_chatopenai_sends(mode: str) -> No
     assert sent["ours"] == sent["plain"]
     assert [m["content"] for m in sent["ours"][0]["messages"]] == [m.content for m in PROMPT]
     assert ("tools" in sent["ours"][0]) == (mode == "tool")
+
+
+@pytest.mark.parametrize("mode", ["json_schema", "tool", "text"])
+async def test_the_model_client_spares_the_sdk_its_walk_of_the_messages(mode: str, monkeypatch) -> None:
+    # The ready-body ChatOpenAI above is the one our client builds: the SDK's transform gets no messages.
+    walked: list[Any] = []
+    transform = completions_module.async_maybe_transform
+
+    async def recording(data: Any, *args: Any, **kwargs: Any) -> Any:
+        walked.append(data.get("messages") if isinstance(data, dict) else data)
+        return await transform(data, *args, **kwargs)
+
+    monkeypatch.setattr(completions_module, "async_maybe_transform", recording)
+    async with serving() as sim:
+        result = await client(sim, structured_mode=mode).structured(Scaffold, PROMPT)
+    assert result.ok and walked == [[]]
 
 
 async def test_auto_falls_back_to_text_and_remembers() -> None:
