@@ -52,6 +52,7 @@ from bench_training import (
     check_run,
     critical_path,
     ideal_seconds,
+    machine_ticks,
     pick_problems,
     save,
 )
@@ -92,13 +93,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a live process so far (fields 14 and 15 of /proc/<pid>/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def machine_ticks() -> tuple[int, int]:
-    """Busy and total CPU ticks of every core since boot (/proc/stat; idle and iowait are not busy)."""
-    user, nice, system, idle, iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
-    total = user + nice + system + idle + iowait + irq + softirq + steal
-    return total - idle - iowait, total
 
 
 class Workers:

@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import re
 import resource
 import shutil
@@ -136,6 +137,12 @@ class Simulator:
                 self._process.wait()
         self._log.close()
 
+    def cpu_s(self) -> float:
+        """The simulator process's CPU seconds so far (Linux /proc: user and system time)."""
+        assert self._process is not None
+        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stats(self) -> dict[str, Any]:
         """Requests by kind, completions and peak concurrency since the last reset."""
         return httpx.get(f"{self.base_url}/simulator/stats", timeout=5).json()
@@ -171,6 +178,13 @@ class InFlightSampler:
         """Mean calls in flight over each of `slices` equal spans of the phase: where the slots sat idle."""
         size = max(1, len(self.samples) // slices)
         return [round(statistics.fmean(self.samples[i : i + size]), 1) for i in range(0, len(self.samples), size)]
+
+
+def machine_ticks() -> tuple[int, int]:
+    """Busy and total CPU ticks of every core since boot (/proc/stat; idle and iowait are not busy)."""
+    user, nice, system, idle, iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    total = user + nice + system + idle + iowait + irq + softirq + steal
+    return total - idle - iowait, total
 
 
 def pick_problems(count: int) -> list[Problem]:
@@ -271,8 +285,11 @@ async def bench_concurrency(
         )
         warm_up_s = await warm_up(ctx)
         sim.reset()
+        busy, sim_cpu = machine_ticks()[0], sim.cpu_s()
         with InFlightSampler(sim) as sampler:
             timed = await timed_train(pick_problems(problems), ctx, batch_size, home)
+        busy_s = (machine_ticks()[0] - busy) / os.sysconf("SC_CLK_TCK")
+        sim_cpu = sim.cpu_s() - sim_cpu
         stats = check_run(timed.result, sim)
     calls = batch_calls(timed.result, batch_size)
     path = critical_path(ctx)
@@ -302,6 +319,11 @@ async def bench_concurrency(
             "cpu_bound_below_latency_ms": round(concurrency * timed.per_call_ms(timed.cpu_s)),
             "calls_per_s_needed": round(concurrency / (args.latency_ms / 1000), 1),
             "calls_per_s_achieved": round(timed.result.usage.calls / timed.wall_s, 1),
+            # the whole machine: where the CPU of one call goes, and whether the cores were the limit
+            "simulator_cpu_ms_per_call": round(timed.per_call_ms(sim_cpu), 2),
+            "other_cpu_ms_per_call": round(timed.per_call_ms(busy_s - timed.cpu_s - sim_cpu), 2),
+            "machine_cores_busy": round(busy_s / timed.wall_s, 2),
+            "cores": len(os.sched_getaffinity(0)),
             "warm_up_s": round(warm_up_s, 3),
             # the run's end with no model call left: the last batch's bank updates, one problem at a time in
             # dataset order, then its exports and result rows
