@@ -6,25 +6,31 @@ a busy machine, since they count CPU time, not wall time. They are not the limit
 is the sandbox (`causal_grpo.scaffold.sandbox`), which kills a worker process from outside.
 
 `cpu_bounded` arms a profiling timer (SIGPROF) whose handler raises `OutOfTime` in the running code. A
-signal costs nothing until it fires, where a trace function slowed every Python call inside sympy; and
-where Python swallows the exception (a generator being closed, a `__del__`), the timer fires again a few
-milliseconds later instead of going quiet for good. C code is not interrupted: that is the sandbox's job.
+signal costs nothing until it fires, where a trace function slowed every Python call inside sympy. Where
+Python would swallow the exception (a `__del__`, a gc or weak-reference callback) it is not raised; where
+it is swallowed all the same (a generator being closed), the timer fires again a few milliseconds later
+instead of going quiet for good. C code is not interrupted: that is the sandbox's job.
 Signals reach only the main thread, so in any other thread a block is bounded only by the computer's own
 clock checks between steps.
 """
 
 from __future__ import annotations
 
+import _weakrefset
+import gc
 import signal
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
 REFIRE_S = 0.005
 """How soon the timer fires again once a deadline has passed, in case the first `OutOfTime` was swallowed."""
+
+_WEAKREF_FILES = {weakref.__file__, _weakrefset.__file__}  # their callbacks run as finalizers
 
 _local = threading.local()
 _open: list[tuple[float, FrameType]] = []  # the main thread's open blocks: deadline, frame running the block
@@ -58,17 +64,36 @@ def _arm() -> None:
 
 
 def _on_timer(signum: int, frame: FrameType | None) -> None:
+    chain = []
+    while frame is not None:
+        chain.append(frame)
+        frame = frame.f_back
     # A block whose frame is no longer running (its exit was itself interrupted) is dropped here, so a
     # stale deadline can never keep raising into unrelated code.
-    running = set()
-    while frame is not None:
-        running.add(id(frame))
-        frame = frame.f_back
+    running = {id(f) for f in chain}
     _open[:] = [block for block in _open if id(block[1]) in running]
     if _open and time.thread_time() >= min(d for d, _ in _open):
         signal.setitimer(signal.ITIMER_PROF, REFIRE_S)
-        raise OutOfTime
+        if not _would_be_swallowed(chain):
+            raise OutOfTime
+        return
     _arm()  # the process clock counts other threads too, so it can fire before this thread's deadline
+
+
+def _would_be_swallowed(chain: list[FrameType]) -> bool:
+    """Whether the code interrupted inside the block may be a finalizer (a `__del__`, a gc callback, the
+    callbacks of the standard library's weak containers), where Python would print the exception as
+    unraisable and drop it. Not raising is always safe: the timer fires again a few milliseconds later.
+    Another weak reference's callback is not recognised; there the exception is dropped, then raised again."""
+    blocks = {id(f) for _, f in _open}
+    callbacks = {getattr(callback, "__code__", None) for callback in gc.callbacks}
+    for f in chain:
+        if id(f) in blocks:
+            return False
+        code = f.f_code
+        if code in callbacks or code.co_name == "__del__" or code.co_filename in _WEAKREF_FILES:
+            return True
+    return False
 
 
 class cpu_bounded:
