@@ -7,9 +7,10 @@ is the sandbox (`causal_grpo.scaffold.sandbox`), which kills a worker process fr
 
 `cpu_bounded` arms a profiling timer (SIGPROF) whose handler raises `OutOfTime` in the running code. A
 signal costs nothing until it fires, where a trace function slowed every Python call inside sympy. Where
-Python would swallow the exception (a `__del__`, a gc or weak-reference callback) it is not raised; where
-it is swallowed all the same (a generator being closed), the timer fires again a few milliseconds later
-instead of going quiet for good. C code is not interrupted: that is the sandbox's job.
+Python would swallow the exception (a `__del__`, a gc or weak-container callback) it is not raised; where
+it is swallowed all the same (a generator being closed, another weak reference's callback), the timer
+fires again a few milliseconds later instead of going quiet for good. C code is not interrupted: that is
+the sandbox's job.
 Signals reach only the main thread, so in any other thread a block is bounded only by the computer's own
 clock checks between steps.
 """
