@@ -1,0 +1,107 @@
+"""How close to `bench_training.py`'s ideal any scheduler can get: one batch's calls as a graph, no cost of ours.
+
+`bench_training.py` divides wall time by max(critical path, calls / concurrency) x latency. That ideal
+ignores the chains inside a problem: generate -> judge, then per generator fuse -> judge and extract,
+then the critic's extraction. With every call taking the same latency, a call with `h` calls on its
+longest chain to the batch's end (itself included) must start `h` latencies before the end at the
+latest, and no slot starts two calls less than one latency apart, so a batch needs at least
+`h - 1 + ceil(N_h / concurrency)` latencies for every `h` (`N_h`: calls with a chain of `h` or more).
+This prints that bound and the length of a greedy schedule of the same graph with the model client's
+priorities (`causal_grpo.llm.PRIORITY`, problems in dataset order), both in latencies and over the ideal.
+
+The batch's shape comes from the arguments: how many groups a problem's generators extract from and
+whether the critic's extraction runs (both only when a group's rewards spread). The defaults are the
+counts of one run of `bench_training.py`'s 256-in-flight phase: 202 generator extractions and 70 critic
+extractions over 90 problems (counted by agent, 2026-12-07).
+
+    .venv/bin/python benchmarks/schedule_bound.py [--problems 90 --concurrency 256 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import itertools
+import math
+from dataclasses import dataclass
+
+from causal_grpo.llm import PRIORITY
+
+
+@dataclass(frozen=True)
+class Call:
+    """One model call: its problem, the agent making it, and the calls that wait on it (by index)."""
+
+    problem: int
+    agent: str
+    tail: int  # calls on its longest chain to the batch's end, itself included
+    then: tuple[int, ...]
+
+
+def batch(problems: int, generators: int, rollouts: int, extractions: int, critic_extractions: int) -> list[Call]:
+    """The batch's calls; `extractions` and `critic_extractions` are spread over the problems in order."""
+    calls: list[Call] = []
+
+    def add(problem: int, agent: str, tail: int, then: tuple[int, ...] = ()) -> int:
+        calls.append(Call(problem, agent, tail, then))
+        return len(calls) - 1
+
+    for p in range(problems):
+        extracts = extractions // problems + (p < extractions % problems)
+        last = (add(p, "extractor", 1),) if p < critic_extractions else ()
+        below = len(last)  # the critic's extraction, when it runs, waits on the fusions' judges and the extractions
+        fused = tuple(add(p, "critic", below + 2, (add(p, "judge", below + 1, last),)) for _ in range(generators))
+        # every fusion and extraction waits on all of the problem's judged rollouts (the `groups` barrier)
+        fan_out = fused + tuple(add(p, "extractor", below + 1, last) for _ in range(extracts))
+        for _ in range(generators * rollouts):
+            add(p, "generator", below + 4, (add(p, "judge", below + 3, fan_out),))
+    return calls
+
+
+def least_latencies(calls: list[Call], concurrency: int) -> int:
+    """The bound of the docstring: max over h of h - 1 + ceil(N_h / concurrency)."""
+    tails = sorted((c.tail for c in calls), reverse=True)
+    return max(h - 1 + math.ceil(sum(t >= h for t in tails) / concurrency) for h in range(1, tails[0] + 1))
+
+
+def greedy_latencies(calls: list[Call], concurrency: int) -> int:
+    """Latencies of a schedule that starts, each latency, the ready calls of highest priority first."""
+    left = [0] * len(calls)
+    for call in calls:
+        for nxt in call.then:
+            left[nxt] += 1
+    order = itertools.count()
+    ready = [(PRIORITY[c.agent], c.problem, next(order), i) for i, c in enumerate(calls) if not left[i]]
+    heapq.heapify(ready)
+    rounds = 0
+    while ready:
+        started = [heapq.heappop(ready)[-1] for _ in range(min(concurrency, len(ready)))]
+        rounds += 1
+        for i in started:
+            for nxt in calls[i].then:
+                left[nxt] -= 1
+                if not left[nxt]:
+                    heapq.heappush(ready, (PRIORITY[calls[nxt].agent], calls[nxt].problem, next(order), nxt))
+    return rounds
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print the bound and the greedy schedule for the batch the arguments describe."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", type=int, default=90)
+    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--generators", type=int, default=3)
+    parser.add_argument("--rollouts", type=int, default=3, help="Rollouts per generator.")
+    parser.add_argument("--extractions", type=int, default=202, help="Generator extractions in the batch.")
+    parser.add_argument("--critic-extractions", type=int, default=70, help="Critic extractions in the batch.")
+    args = parser.parse_args(argv)
+    calls = batch(args.problems, args.generators, args.rollouts, args.extractions, args.critic_extractions)
+    ideal = max(max(c.tail for c in calls), len(calls) / args.concurrency)
+    least, greedy = least_latencies(calls, args.concurrency), greedy_latencies(calls, args.concurrency)
+    print(f"{len(calls)} calls, {args.concurrency} in flight; bench_training's ideal: {ideal:.2f} latencies")
+    print(f"least any schedule needs: {least} latencies ({least / ideal:.3f}x the ideal)")
+    print(f"greedy schedule, the client's priorities: {greedy} latencies ({greedy / ideal:.3f}x the ideal)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""The schedule bound of benchmarks/schedule_bound.py: the batch graph it builds and the two schedules' lengths."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "schedule_bound.py"
+
+
+@pytest.fixture(scope="module")
+def bound():
+    spec = importlib.util.spec_from_file_location("schedule_bound", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["schedule_bound"] = module  # dataclasses resolve their annotations through sys.modules
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("schedule_bound", None)
+
+
+def test_one_problem_is_its_chain_of_five_calls(bound):
+    calls = bound.batch(problems=1, generators=3, rollouts=3, extractions=2, critic_extractions=1)
+    agents = [c.agent for c in calls]
+    assert len(calls) == 9 + 9 + 3 + 3 + 2 + 1
+    assert agents.count("generator") == 9 and agents.count("judge") == 12 and agents.count("extractor") == 3
+    assert max(c.tail for c in calls) == 5  # generate, judge, fuse, judge the fusion, the critic's extraction
+    assert bound.least_latencies(calls, 1000) == bound.greedy_latencies(calls, 1000) == 5
+
+
+def test_without_the_critics_extraction_the_chain_is_four_calls(bound):
+    calls = bound.batch(problems=1, generators=3, rollouts=3, extractions=3, critic_extractions=0)
+    assert bound.greedy_latencies(calls, 1000) == 4
+
+
+def test_one_slot_runs_every_call_in_turn(bound):
+    calls = bound.batch(problems=2, generators=2, rollouts=2, extractions=1, critic_extractions=2)
+    assert bound.least_latencies(calls, 1) == bound.greedy_latencies(calls, 1) == len(calls)
+
+
+def test_the_chains_cost_a_latency_the_calls_alone_do_not(bound):
+    # 90 problems, every group extracted, every critic extraction run: 2,520 calls fill 9.84 latencies of
+    # 256 slots, but the 2,430 calls with a call behind them need 10 latencies before the last one can start
+    calls = bound.batch(problems=90, generators=3, rollouts=3, extractions=270, critic_extractions=90)
+    assert len(calls) == 2520
+    assert bound.least_latencies(calls, 256) == 11
+    assert bound.greedy_latencies(calls, 256) >= 11
