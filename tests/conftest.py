@@ -8,14 +8,17 @@ create databases of their own, dropped afterwards. With no server reachable they
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -143,6 +146,25 @@ def exports() -> Callable[[Path], dict[str, Any]]:
 def same_results() -> Callable[[str | Path, str | Path, str], None]:
     """`same_results(a, b, run)` asserts two results stores hold the same rows of the run."""
     return assert_same_results
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@contextmanager
+def imported_benchmark(name: str) -> Iterator[ModuleType]:
+    """A script of benchmarks/ as a module, its sibling scripts importable; every one of them unloaded after."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCHMARKS))
+        yield importlib.import_module(name)
+    for script in BENCHMARKS.glob("*.py"):
+        sys.modules.pop(script.stem, None)
+
+
+@pytest.fixture(scope="session")
+def benchmark() -> Callable[[str], AbstractContextManager[ModuleType]]:
+    """`with benchmark("bench_training") as module:` a benchmark script, imported for the block."""
+    return imported_benchmark
 
 
 @pytest.fixture(scope="session")

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from types import ModuleType
 
 import psycopg
 import pytest
 
 pytestmark = pytest.mark.integration
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def bench() -> Iterator[ModuleType]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(BENCHMARKS))  # bench_fleet imports bench_training as a sibling
-        yield importlib.import_module("bench_fleet")
-    for name in ("bench_fleet", "bench_training"):
-        sys.modules.pop(name, None)
+def bench(benchmark):
+    with benchmark("bench_fleet") as module:
+        yield module
 
 
 def test_quick_run_measures_one_and_two_workers_and_leaves_nothing_behind(bench, new_database, monkeypatch, tmp_path):

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 from causal_grpo.graphs.driver import ProblemOutcome, TrainingResult
 from causal_grpo.memory.bank import ExperienceBank, select_for
@@ -15,17 +11,11 @@ from langgraph.store.memory import InMemoryStore
 from causal_grpo.context import Context
 from causal_grpo.llm import Usage
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_training.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_training", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_training"] = module  # dataclasses resolve their annotations through sys.modules
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("bench_training", None)
+def bench(benchmark):
+    with benchmark("bench_training") as module:
+        yield module
 
 
 def test_critical_path_follows_the_graph(bench):

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "schedule_bound.py"
 
 
 @pytest.fixture(scope="module")
-def bound():
-    spec = importlib.util.spec_from_file_location("schedule_bound", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["schedule_bound"] = module  # dataclasses resolve their annotations through sys.modules
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("schedule_bound", None)
+def bound(benchmark):
+    with benchmark("schedule_bound") as module:
+        yield module
 
 
 def test_one_problem_is_its_chain_of_five_calls(bound):
