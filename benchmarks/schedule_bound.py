@@ -39,7 +39,22 @@ class Call:
 
 
 def batch(problems: int, generators: int, rollouts: int, extractions: int, critic_extractions: int) -> list[Call]:
-    """The batch's calls; `extractions` and `critic_extractions` are spread over the problems in order."""
+    """The batch's calls, the critic's extractions in its first problems.
+
+    Only the longest-chain count of calls with a call behind them depends on where the generators'
+    extractions fall: those of a problem without the critic's extraction have none. They go there
+    first, which makes that count the least of any arrangement, so the bound holds however a run
+    spread them.
+    """
+    if extractions > generators * problems or critic_extractions > problems:
+        raise ValueError("more extractions than groups, or critic extractions than problems")
+    without = problems - critic_extractions
+    first = min(extractions, generators * without)  # to the problems without the critic's extraction
+    rest = extractions - first
+
+    def share(total: int, among: int, k: int) -> int:
+        return total // among + (k < total % among) if among else 0
+
     calls: list[Call] = []
 
     def add(problem: int, agent: str, tail: int, then: tuple[int, ...] = ()) -> int:
@@ -47,8 +62,9 @@ def batch(problems: int, generators: int, rollouts: int, extractions: int, criti
         return len(calls) - 1
 
     for p in range(problems):
-        extracts = extractions // problems + (p < extractions % problems)
-        last = (add(p, "extractor", 1),) if p < critic_extractions else ()
+        critic = p < critic_extractions
+        extracts = share(rest, critic_extractions, p) if critic else share(first, without, p - critic_extractions)
+        last = (add(p, "extractor", 1),) if critic else ()
         below = len(last)  # the critic's extraction, when it runs, waits on the fusions' judges and the extractions
         fused = tuple(add(p, "critic", below + 2, (add(p, "judge", below + 1, last),)) for _ in range(generators))
         # every fusion and extraction waits on all of the problem's judged rollouts (the `groups` barrier)

@@ -70,3 +70,15 @@ async def test_banks_fill_with_distinct_experiences_and_selection_fits_the_budge
     shown = await select_for("generator_1", store, problem.text, 600)
     assert shown.own and shown.shared
     assert count_tokens(shown.format()) <= 600
+
+
+def test_least_schedule_is_the_bound_of_the_batchs_call_graph(bench):
+    ctx = Context()
+    shape = {"Scaffold": 9, "LogicVerdict": 12, "FusedAnswer": 3}
+    # four extractions in one problem of three groups: one is the critic's, so the chain is five calls
+    assert bench.least_seconds({**shape, "ExperienceOps": 4}, 1, ctx, 2.0, 1000) == 10.0
+    # two may all be the generators', the critic's extraction left out: four calls, the least of the splits
+    assert bench.least_seconds({**shape, "ExperienceOps": 2}, 1, ctx, 2.0, 1000) == 8.0
+    # a rollout left unjudged is not the shape the bound models
+    assert bench.least_seconds({**shape, "LogicVerdict": 11, "ExperienceOps": 2}, 1, ctx, 2.0, 1000) is None
+    assert bench.least_seconds({**shape, "ExperienceOps": 2}, 1, Context(fuse=False), 2.0, 1000) is None
