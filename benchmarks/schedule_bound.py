@@ -7,7 +7,8 @@ longest chain to the batch's end (itself included) must start `h` latencies befo
 latest, and no slot starts two calls less than one latency apart, so a batch needs at least
 `h - 1 + ceil(N_h / concurrency)` latencies for every `h` (`N_h`: calls with a chain of `h` or more).
 This prints that bound and the length of a greedy schedule of the same graph with the model client's
-priorities (`causal_grpo.llm.PRIORITY`, problems in dataset order), both in latencies and over the ideal.
+priorities (the calls still behind a call on its problem's chain, most first, as `causal_grpo.llm`
+counts them; problems in dataset order), both in latencies and over the ideal.
 
 The batch's shape comes from the arguments: how many groups a problem's generators extract from and
 whether the critic's extraction runs (both only when a group's rewards spread). The defaults are the
@@ -25,15 +26,13 @@ import itertools
 import math
 from dataclasses import dataclass
 
-from causal_grpo.llm import PRIORITY
-
 
 @dataclass(frozen=True)
 class Call:
-    """One model call: its problem, the agent making it, and the calls that wait on it (by index)."""
+    """One model call: its problem, its place on the chain, and the calls that wait on it (by index)."""
 
     problem: int
-    agent: str
+    behind: int  # calls after it on the full chain, generate -> judge -> fuse -> judge -> the critic's extraction
     tail: int  # calls on its longest chain to the batch's end, itself included
     then: tuple[int, ...]
 
@@ -57,20 +56,20 @@ def batch(problems: int, generators: int, rollouts: int, extractions: int, criti
 
     calls: list[Call] = []
 
-    def add(problem: int, agent: str, tail: int, then: tuple[int, ...] = ()) -> int:
-        calls.append(Call(problem, agent, tail, then))
+    def add(problem: int, behind: int, then: tuple[int, ...] = ()) -> int:
+        calls.append(Call(problem, behind, behind + below, then))
         return len(calls) - 1
 
     for p in range(problems):
         critic = p < critic_extractions
         extracts = share(rest, critic_extractions, p) if critic else share(first, without, p - critic_extractions)
-        last = (add(p, "extractor", 1),) if critic else ()
-        below = len(last)  # the critic's extraction, when it runs, waits on the fusions' judges and the extractions
-        fused = tuple(add(p, "critic", below + 2, (add(p, "judge", below + 1, last),)) for _ in range(generators))
+        below = int(critic)  # the critic's extraction, when it runs, is every chain's last call
+        last = (add(p, 0),) if critic else ()
+        fused = tuple(add(p, 2, (add(p, 1, last),)) for _ in range(generators))
         # every fusion and extraction waits on all of the problem's judged rollouts (the `groups` barrier)
-        fan_out = fused + tuple(add(p, "extractor", below + 1, last) for _ in range(extracts))
+        fan_out = fused + tuple(add(p, 1, last) for _ in range(extracts))
         for _ in range(generators * rollouts):
-            add(p, "generator", below + 4, (add(p, "judge", below + 3, fan_out),))
+            add(p, 4, (add(p, 3, fan_out),))
     return calls
 
 
@@ -87,7 +86,7 @@ def greedy_latencies(calls: list[Call], concurrency: int) -> int:
         for nxt in call.then:
             left[nxt] += 1
     order = itertools.count()
-    ready = [(PRIORITY[c.agent], c.problem, next(order), i) for i, c in enumerate(calls) if not left[i]]
+    ready = [(-c.behind, c.problem, next(order), i) for i, c in enumerate(calls) if not left[i]]
     heapq.heapify(ready)
     rounds = 0
     while ready:
@@ -97,7 +96,7 @@ def greedy_latencies(calls: list[Call], concurrency: int) -> int:
             for nxt in calls[i].then:
                 left[nxt] -= 1
                 if not left[nxt]:
-                    heapq.heappush(ready, (PRIORITY[calls[nxt].agent], calls[nxt].problem, next(order), nxt))
+                    heapq.heappush(ready, (-calls[nxt].behind, calls[nxt].problem, next(order), nxt))
     return rounds
 
 

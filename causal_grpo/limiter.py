@@ -2,9 +2,10 @@
 
 A plain semaphore serves callers in arrival order, so a batch's judge, fuse and extract calls would
 queue behind new rollouts in whatever order they arrived. Here a waiter with a lower priority is
-served first (first come, first served among equals). Priorities are tuples: the kind of call
-first (`llm.PRIORITY`: the calls with the longest chain still behind them go first), then the
-problem's place in its batch (`problem_rank`, set by the driver for each problem's task).
+served first (first come, first served among equals). Priorities are tuples: first how many calls
+of its problem's longest chain still follow the call, most first (`llm.CALLS_BEHIND` by agent, or
+`calls_behind` where an agent's call sits later on the chain), then the problem's place in its batch
+(`problem_rank`, set by the driver for each problem's task).
 """
 
 from __future__ import annotations
@@ -12,14 +13,26 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 
 Priority = tuple[int, ...]
 
 # The place of the current problem in its batch; tasks LangGraph starts for it inherit the value.
 problem_rank: ContextVar[int] = ContextVar("problem_rank", default=0)
+# Calls still to follow the current one on its problem's chain, where that is not its agent's usual place.
+calls_behind: ContextVar[int | None] = ContextVar("calls_behind", default=None)
+
+
+@contextmanager
+def followed_by(calls: int) -> Iterator[None]:
+    """The model calls made in the block have `calls` calls of their problem's chain still behind them."""
+    token = calls_behind.set(calls)
+    try:
+        yield
+    finally:
+        calls_behind.reset(token)
 
 
 class PriorityLimiter:

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from causal_grpo.context import AgentEndpoint, Context
 from causal_grpo.errors import CausalGrpoError
-from causal_grpo.limiter import PriorityLimiter, problem_rank
+from causal_grpo.limiter import PriorityLimiter, calls_behind, problem_rank
 
 try:  # openai >= 3 sends through httpx2, earlier releases through httpx
     import httpx2 as _http
@@ -59,7 +59,9 @@ AGENTS = frozenset({"generator", "judge", "extractor", "critic"})
 # rollout is written before most judging starts, so the batch ends in full rounds of judge, fuse and
 # extract calls rather than in the lone chains of the rollouts started last. Measured with
 # `make bench`: wall / ideal at concurrency 64 went from 1.150x (finishing calls first) to 1.072x.
-PRIORITY = {"generator": 0, "judge": 1, "critic": 1, "extractor": 2}
+# A problem's chain: generate -> judge -> fuse -> judge the fusion -> the critic's extraction; the judge
+# and the extractor also sit later on it, which their nodes say with `limiter.followed_by`.
+CALLS_BEHIND = {"generator": 4, "judge": 3, "critic": 2, "extractor": 1}
 SIMULATED = "simulated"
 Mode = Literal["json_schema", "tool", "text"]
 MODES: tuple[Mode, ...] = ("json_schema", "tool", "text")
@@ -350,7 +352,7 @@ class _SlotHttpClient(openai.DefaultAsyncHttpxClient):
     def __init__(
         self,
         limiter: PriorityLimiter,
-        agent_priority: int,
+        behind: int,
         *,
         faults: _Faults | None = None,
         label: str = "model",
@@ -360,7 +362,7 @@ class _SlotHttpClient(openai.DefaultAsyncHttpxClient):
         super().__init__(**kwargs)
         self._base = base_url
         self._slots = limiter
-        self._agent_priority = agent_priority
+        self._behind = behind
         self._faults = faults if faults is not None else _Faults()
         self._label = label
 
@@ -376,7 +378,8 @@ class _SlotHttpClient(openai.DefaultAsyncHttpxClient):
             log.info("%s: retrying after %s", self._label, attempts.failure)
             attempts.failure = None
         try:
-            async with self._slots.slot((self._agent_priority, problem_rank.get())):
+            behind = calls_behind.get()
+            async with self._slots.slot((-(self._behind if behind is None else behind), problem_rank.get())):
                 response = await super().send(request, **kwargs)
         except _http.ConnectError as exc:
             if self._base not in _reached:
@@ -549,7 +552,7 @@ class ModelClient:
         faults = _faults_of(self._settings.run)
         return _SlotHttpClient(
             self._limiter(),
-            PRIORITY[self._settings.agent],
+            CALLS_BEHIND[self._settings.agent],
             faults=faults,
             label=label,
             base_url=self.endpoint.base_url,

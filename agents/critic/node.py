@@ -29,6 +29,7 @@ from typing_extensions import TypedDict
 
 from causal_grpo.answers import read_answer
 from causal_grpo.context import Context
+from causal_grpo.limiter import followed_by
 from causal_grpo.llm import client_for
 from causal_grpo.problems import Problem
 from causal_grpo.scaffold import Computation, acompute
@@ -86,6 +87,8 @@ async def fuse_text(state: FuseInput, ctx: Context, shown: Selection) -> Rollout
     started = time.time()
     result = await client_for(ctx, "critic").text([SystemMessage(system.rstrip()), HumanMessage(user)], temperature=0.0)
     read = read_answer(result.text)
+    with followed_by(1):  # the critic's extraction
+        judgement = await judge_text(problem, result.text, read, ctx)
     return make_text_rollout(
         agent="critic",
         generator=state["generator"],
@@ -93,7 +96,7 @@ async def fuse_text(state: FuseInput, ctx: Context, shown: Selection) -> Rollout
         problem=problem,
         text=result.text,
         read=read,
-        judgement=await judge_text(problem, result.text, read, ctx),
+        judgement=judgement,
         weights=ctx.critic_weights,
         rel_tol=ctx.answer_rel_tol,
         provenance=Provenance(experiences_seen=shown.ids, usage=result.usage, mode="text", started=started),
@@ -128,7 +131,8 @@ async def fuse(state: FuseInput, runtime: Runtime[Context]) -> dict[str, Any]:
         judgement = Judgement()
     else:
         computation = await acompute(scaffold)
-        judgement = await judge_scaffold(problem, scaffold, computation, ctx)
+        with followed_by(1):  # the critic's extraction
+            judgement = await judge_scaffold(problem, scaffold, computation, ctx)
     fused = make_rollout(
         agent="critic",
         generator=state["generator"],

@@ -16,6 +16,7 @@ from langgraph.store.base import BaseStore
 from typing_extensions import TypedDict
 
 from causal_grpo.context import Context
+from causal_grpo.limiter import followed_by
 from causal_grpo.llm import client_for
 from causal_grpo.problems import Problem
 from causal_grpo.rewards import group_std
@@ -144,5 +145,6 @@ async def extract_critic(state: TrainingState, runtime: Runtime[Context]) -> dic
     if not state.get("fused"):
         return {}
     problem = Problem.model_validate(state["problem"])
-    extraction = await extract_group("critic", problem, state["fused"], context_of(runtime), runtime.store)
+    with followed_by(0):  # the last call of the problem's chain
+        extraction = await extract_group("critic", problem, state["fused"], context_of(runtime), runtime.store)
     return {"extractions": [extraction]}

@@ -7,8 +7,8 @@ import asyncio
 import httpx2
 import pytest
 
-from causal_grpo.limiter import PriorityLimiter, problem_rank
-from causal_grpo.llm import PRIORITY, _SlotHttpClient
+from causal_grpo.limiter import PriorityLimiter, calls_behind, followed_by, problem_rank
+from causal_grpo.llm import CALLS_BEHIND, _SlotHttpClient
 
 pytestmark = pytest.mark.anyio
 
@@ -40,7 +40,7 @@ async def test_a_failed_request_gives_its_slot_back():
     assert limiter.in_use == 0
 
 
-async def test_waiting_requests_go_by_kind_of_call_then_problem_rank():
+async def test_waiting_requests_go_by_calls_behind_them_then_problem_rank():
     limiter = PriorityLimiter(1)
     order = []
 
@@ -50,22 +50,38 @@ async def test_waiting_requests_go_by_kind_of_call_then_problem_rank():
 
     transport = httpx2.MockTransport(handler)
     async with (
-        _SlotHttpClient(limiter, PRIORITY["generator"], transport=transport) as generator,
-        _SlotHttpClient(limiter, PRIORITY["judge"], transport=transport) as judge,
+        _SlotHttpClient(limiter, CALLS_BEHIND["generator"], transport=transport) as generator,
+        _SlotHttpClient(limiter, CALLS_BEHIND["judge"], transport=transport) as judge,
+        _SlotHttpClient(limiter, CALLS_BEHIND["extractor"], transport=transport) as extractor,
     ):
         await limiter.acquire()  # every request below waits
 
-        async def ask(client: _SlotHttpClient, who: str, rank: int) -> None:
+        async def ask(client: _SlotHttpClient, who: str, rank: int, behind: int | None = None) -> None:
             problem_rank.set(rank)
+            if behind is not None:
+                calls_behind.set(behind)
             await client.post(URL, json={}, headers={"x-who": who})
 
         tasks = [
             asyncio.create_task(ask(judge, "judge rank 1", 1)),
+            asyncio.create_task(ask(judge, "last judge rank 0", 0, behind=0)),
+            asyncio.create_task(ask(extractor, "extractor rank 0", 0)),
             asyncio.create_task(ask(judge, "judge rank 0", 0)),
             asyncio.create_task(ask(generator, "generator rank 2", 2)),
         ]
         await asyncio.sleep(0.05)
         limiter.release()
         await asyncio.gather(*tasks)
-    # rollouts have the longest chain of calls behind them (critical path first)
-    assert order == ["generator rank 2", "judge rank 0", "judge rank 1"]
+    # rollouts have the longest chain of calls behind them (critical path first); a judge's call with no call
+    # after it (as `followed_by(0)` says) goes after an extraction with one
+    assert order == ["generator rank 2", "judge rank 0", "judge rank 1", "extractor rank 0", "last judge rank 0"]
+
+
+def test_followed_by_holds_for_its_block_only():
+    assert calls_behind.get() is None
+    with followed_by(1):
+        assert calls_behind.get() == 1
+        with followed_by(0):
+            assert calls_behind.get() == 0
+        assert calls_behind.get() == 1
+    assert calls_behind.get() is None

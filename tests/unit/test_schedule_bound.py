@@ -13,9 +13,10 @@ def bound(benchmark):
 
 def test_one_problem_is_its_chain_of_five_calls(bound):
     calls = bound.batch(problems=1, generators=3, rollouts=3, extractions=2, critic_extractions=1)
-    agents = [c.agent for c in calls]
+    behind = [c.behind for c in calls]
     assert len(calls) == 9 + 9 + 3 + 3 + 2 + 1
-    assert agents.count("generator") == 9 and agents.count("judge") == 12 and agents.count("extractor") == 3
+    # rollouts, their judges, fusions, the fusions' judges and the extractions, the critic's extraction
+    assert [behind.count(n) for n in (4, 3, 2, 1, 0)] == [9, 9, 3, 3 + 2, 1]
     assert max(c.tail for c in calls) == 5  # generate, judge, fuse, judge the fusion, the critic's extraction
     assert bound.least_latencies(calls, 1000) == bound.greedy_latencies(calls, 1000) == 5
 
