@@ -7,7 +7,7 @@ jitter, no faults) served from a separate process, so its CPU work never holds o
    of a batch is max(critical path x latency, calls x latency / concurrency), summed over batches. It
    ignores the dependencies inside a problem (generate -> judge -> fuse -> judge -> extract), so the
    ratio of a batch is at least about 1 + (chain rounds) / (calls / concurrency): 1.6x for batches of
-   16 problems, 1.15x for 64 (`schedule_bound.py` prints the exact floor of a batch's shape);
+   16 problems, 1.15x for 64 (`schedule_bound.py` prints a tighter floor for a batch's shape);
 2. our own overhead per model call, (wall - calls x latency - the simulator's service time) / calls, at
    concurrency 1 and batch 1, with the SQLite backend (checkpoints and exports included) and with the
    in-memory one, after the same problems have warmed both processes (one-time loads are start-up,

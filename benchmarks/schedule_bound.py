@@ -26,13 +26,15 @@ import itertools
 import math
 from dataclasses import dataclass
 
+from causal_grpo.llm import CALLS_BEHIND
+
 
 @dataclass(frozen=True)
 class Call:
     """One model call: its problem, its place on the chain, and the calls that wait on it (by index)."""
 
     problem: int
-    behind: int  # calls after it on the full chain, generate -> judge -> fuse -> judge -> the critic's extraction
+    behind: int  # its priority in the client: calls after it on the full chain (`causal_grpo.llm.CALLS_BEHIND`)
     tail: int  # calls on its longest chain to the batch's end, itself included
     then: tuple[int, ...]
 
@@ -57,19 +59,21 @@ def batch(problems: int, generators: int, rollouts: int, extractions: int, criti
     calls: list[Call] = []
 
     def add(problem: int, behind: int, then: tuple[int, ...] = ()) -> int:
-        calls.append(Call(problem, behind, behind + below, then))
+        # calls are added last first, so every call's followers are in place and its tail follows from theirs
+        calls.append(Call(problem, behind, 1 + max((calls[i].tail for i in then), default=0), then))
         return len(calls) - 1
 
+    # the client's numbers: its agents' usual places, and the two later ones the nodes give with `followed_by`
+    judge_of_fusion, critic_extraction = 1, 0
     for p in range(problems):
         critic = p < critic_extractions
         extracts = share(rest, critic_extractions, p) if critic else share(first, without, p - critic_extractions)
-        below = int(critic)  # the critic's extraction, when it runs, is every chain's last call
-        last = (add(p, 0),) if critic else ()
-        fused = tuple(add(p, 2, (add(p, 1, last),)) for _ in range(generators))
+        last = (add(p, critic_extraction),) if critic else ()
+        fused = tuple(add(p, CALLS_BEHIND["critic"], (add(p, judge_of_fusion, last),)) for _ in range(generators))
         # every fusion and extraction waits on all of the problem's judged rollouts (the `groups` barrier)
-        fan_out = fused + tuple(add(p, 1, last) for _ in range(extracts))
+        fan_out = fused + tuple(add(p, CALLS_BEHIND["extractor"], last) for _ in range(extracts))
         for _ in range(generators * rollouts):
-            add(p, 4, (add(p, 3, fan_out),))
+            add(p, CALLS_BEHIND["generator"], (add(p, CALLS_BEHIND["judge"], fan_out),))
     return calls
 
 
