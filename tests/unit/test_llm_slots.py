@@ -87,18 +87,23 @@ def test_followed_by_holds_for_its_block_only():
     assert calls_behind.get() is None
 
 
-async def test_a_wide_client_spreads_its_requests_over_pools_that_share_the_limits(simulator):
-    """Over real HTTP: each pool opens its own connections, in turn; closing the client closes them all."""
-    async with _SlotHttpClient(PriorityLimiter(16), 0, pools=4) as client:
-        shards = client._transport
-        assert isinstance(shards, _PoolShards) and len(shards.pools) == 4
-        # the SDK's limits (1,000 connections) split over the pools; each keeps a pool's worth alive
-        assert {(p._pool._max_connections, p._pool._max_keepalive_connections) for p in shards.pools} == {
-            (250, POOL_SHARD)
-        }
-        replies = await asyncio.gather(*(client.get(f"{simulator.base_url}/models") for _ in range(16)))
-        assert all(r.status_code == 200 for r in replies)
-        assert [len(p._pool.connections) for p in shards.pools] == [4, 4, 4, 4]
+async def test_a_loop_s_clients_share_pools_that_split_the_limits_and_close_with_the_last(simulator):
+    """Over real HTTP: requests go to the pools in turn, one agent's connections serve another's calls."""
+    url = f"{simulator.base_url}/models"
+    first = _SlotHttpClient(PriorityLimiter(16), CALLS_BEHIND["generator"], pools=4)
+    second = _SlotHttpClient(PriorityLimiter(16), CALLS_BEHIND["judge"], pools=4)
+    shards = first._transport
+    assert second._transport is shards and isinstance(shards, _PoolShards) and len(shards.pools) == 4
+    # the SDK's limits (1,000 connections) split over the pools; each keeps a pool's worth alive
+    assert {(p._pool._max_connections, p._pool._max_keepalive_connections) for p in shards.pools} == {(250, POOL_SHARD)}
+    replies = await asyncio.gather(*(first.get(url) for _ in range(16)))
+    assert [len(p._pool.connections) for p in shards.pools] == [4, 4, 4, 4]
+    replies += await asyncio.gather(*(second.get(url) for _ in range(16)))
+    assert [len(p._pool.connections) for p in shards.pools] == [4, 4, 4, 4]  # none opened
+    await first.aclose()
+    replies.append(await second.get(url))
+    assert all(r.status_code == 200 for r in replies)
+    await second.aclose()
     assert all(not p._pool.connections for p in shards.pools)
 
 
