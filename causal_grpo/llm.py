@@ -372,10 +372,11 @@ class _PoolShards(_http.AsyncBaseTransport):
                 await pool.aclose()
 
 
-# Per event loop and number of pools: the pools its model clients send through.
+# Per event loop and number of pools: the pools its model clients send through (loops may run in threads).
 _shared_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, _PoolShards]] = (
     weakref.WeakKeyDictionary()
 )
+_shared_pools_lock = threading.Lock()
 
 
 def _share(limit: int | None, parts: int) -> int | None:
@@ -417,19 +418,23 @@ class _SlotHttpClient(openai.DefaultAsyncHttpxClient):
         if transport is not None:
             return transport
         try:
-            shared = _shared_pools.setdefault(asyncio.get_running_loop(), {})
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
-            shared = {}
-        shards = shared.get(self._pools)
-        if shards is None or shards.users == 0:
-            share = _http.Limits(
-                max_connections=_share(limits.max_connections, self._pools),
-                max_keepalive_connections=max(_share(limits.max_keepalive_connections, self._pools) or 0, POOL_SHARD),
-                keepalive_expiry=limits.keepalive_expiry,
-            )
-            base = super()._init_transport
-            shards = shared[self._pools] = _PoolShards([base(limits=share, **kwargs) for _ in range(self._pools)])
-        shards.users += 1
+            loop = None
+        with _shared_pools_lock:
+            shared = _shared_pools.setdefault(loop, {}) if loop is not None else {}
+            shards = shared.get(self._pools)
+            if shards is None or shards.users == 0:
+                share = _http.Limits(
+                    max_connections=_share(limits.max_connections, self._pools),
+                    max_keepalive_connections=max(
+                        _share(limits.max_keepalive_connections, self._pools) or 0, POOL_SHARD
+                    ),
+                    keepalive_expiry=limits.keepalive_expiry,
+                )
+                base = super()._init_transport
+                shards = shared[self._pools] = _PoolShards([base(limits=share, **kwargs) for _ in range(self._pools)])
+            shards.users += 1
         return shards
 
     async def send(self, request: Any, **kwargs: Any) -> Any:
