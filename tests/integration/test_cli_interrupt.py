@@ -61,3 +61,29 @@ def test_ctrl_c_says_one_line_exits_130_and_the_same_command_resumes(tmp_path, m
     assert again.returncode == 0, again.stderr
     assert "done in" in again.stdout and "final accuracy" in again.stdout
     assert (tmp_path / "runs" / "default" / "result.json").exists()
+
+
+# asyncio.run with a Ctrl-C taken just after its SIGINT handler is installed (before it resets its count of them)
+RACE = """
+import functools, signal, sys
+from causal_grpo.cli import app
+
+install = signal.signal
+
+def signal_then_ctrl_c(signum, handler):
+    previous = install(signum, handler)
+    if isinstance(handler, functools.partial) and getattr(handler.func, "__name__", "") == "_on_sigint":
+        handler(signal.SIGINT, None)
+    return previous
+
+signal.signal = signal_then_ctrl_c
+app(sys.argv[1:])
+"""
+
+
+def test_a_ctrl_c_as_the_event_loop_starts_says_the_one_line_and_exits_130(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", RACE, *command(tmp_path)[1:]], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip().splitlines() == [INTERRUPTED] and "Traceback" not in done.stdout + done.stderr
