@@ -97,7 +97,10 @@ def _resumable(command: Callable[..., Any]) -> Callable[..., Any]:
         code = 0
         try:
             command(*args, **kwargs)
-        except KeyboardInterrupt:
+        # A CancelledError out of the command is a Ctrl-C too (nothing else cancels its main task): Python 3.11's
+        # `asyncio.Runner` sets its count of Ctrl-Cs to 0 just after installing its SIGINT handler, so one taken in
+        # between cancels the main task and leaves as CancelledError (a clean-clone `make test` saw it once).
+        except (KeyboardInterrupt, asyncio.CancelledError):
             _say_interrupted()
             _quiet_teardown()
             code = 130
@@ -109,20 +112,6 @@ def _resumable(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(code)
 
     return run
-
-
-@contextmanager
-def _cancel_is_interrupt() -> Iterator[None]:
-    """A CancelledError out of `asyncio.run` is a Ctrl-C: nothing else cancels the command's main task.
-
-    Python 3.11's `asyncio.Runner` sets its count of Ctrl-Cs to 0 just after installing its SIGINT handler, so
-    a Ctrl-C taken in between cancels the main task before its first step and leaves as CancelledError instead
-    of KeyboardInterrupt (a clean-clone `make test` saw it once: exit 1 and a traceback).
-    """
-    try:
-        yield
-    except asyncio.CancelledError as exc:
-        raise KeyboardInterrupt from exc
 
 
 @contextmanager
@@ -293,7 +282,7 @@ def train(
             console=console,
             prices=(ctx.price_prompt_per_m, ctx.price_completion_per_m),
         )
-        with reporter, _logs(verbose), _cancel_is_interrupt():
+        with reporter, _logs(verbose):
             result = asyncio.run(
                 atrain(
                     problems,
