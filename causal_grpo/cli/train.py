@@ -56,13 +56,6 @@ def _say_interrupted(line: bytes = (INTERRUPTED + "\n").encode()) -> None:
         os.write(2, line)
 
 
-def _late_interrupt(signum: int, frame: object, say: Callable[[], None] = _say_interrupted) -> None:
-    """Ctrl-C once the command is over (joining threads, atexit): the line, exit 130, and no traceback.
-    `say` is bound here because late in shutdown the module's globals are cleared."""
-    say()
-    os._exit(130)
-
-
 def _quiet_teardown() -> None:
     """After the line, what the interrupt cut off only complains on the way out: aiosqlite's threads fail against
     the closed event loop, a half-built loop fails in `__del__`, a coroutine never started warns. What finished
@@ -80,12 +73,23 @@ def _script() -> bool:
 def _leave(code: int) -> NoReturn:
     """End the script without the interpreter's teardown: Ctrl-C there would find SIGINT reset to its default and
     kill the process silently (exit -2, no line), and daemon threads can crash it. What the teardown must do runs
-    first: the atexit functions stop the sandbox's workers and release multiprocessing's semaphores."""
-    signal.signal(signal.SIGINT, _late_interrupt)
+    first: the atexit functions stop the sandbox's workers and release multiprocessing's semaphores. A Ctrl-C
+    meanwhile says the line at once and exits 130 when they are done (cut short, the semaphores would leak and
+    multiprocessing's resource tracker warn of them); a second one leaves at once."""
+    interrupts = 0
+
+    def interrupted(signum: int, frame: object) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        _say_interrupted()
+        if interrupts > 1:
+            os._exit(130)
+
+    signal.signal(signal.SIGINT, interrupted)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
-    os._exit(code)
+    os._exit(130 if interrupts else code)
 
 
 def _resumable(command: Callable[..., Any]) -> Callable[..., Any]:
