@@ -281,9 +281,9 @@ def check_run(result: TrainingResult, sim: Simulator) -> dict[str, Any]:
     return stats
 
 
-async def warm_up(ctx: Context, problems: int = 1) -> float:
+async def warm_up(ctx: Context, problems: int = 3) -> float:
     """Problems through every node, so imports, pint's registries (ours and the simulator's, built on its
-    first physics problem) and the HTTP pools are ready; its seconds."""
+    first physics problem: 3 problems are one of each dataset) and the HTTP pools are ready; its seconds."""
     started = time.perf_counter()
     await atrain(pick_problems(problems), context=ctx.model_copy(update={"run": f"{ctx.run}-warm-up"}), **in_memory())
     return time.perf_counter() - started
