@@ -1,7 +1,7 @@
 """The run driver: many problems through the training graph, in batches, resumable, with exports.
 
 A batch's problems run concurrently up to the `learn` node, reading the banks as they were when
-the batch started; then their bank updates are applied one problem at a time in dataset order.
+the batch started; then their bank updates are applied in dataset order, as if one problem at a time.
 That barrier makes a run reproducible for a given simulator seed whatever the timing, and it is
 the same order a fleet of workers applies (issue 7). Every problem is its own thread
 (`<run>:<epoch>:<problem id>`): a finished thread (one that reached its end: no task pending) is
@@ -32,6 +32,7 @@ from causal_grpo.memory.acceptance import (
     snapshot_banks,
 )
 from causal_grpo.memory.bank import ExperienceBank
+from causal_grpo.memory.learning import LearningBatch, learning_turn
 from causal_grpo.memory.results import ProblemRecord, Results, RolloutRecord, open_results
 from causal_grpo.memory.review import ReviewRequest, save_pending, stored_resume
 from causal_grpo.memory.schemas import BANKS, Experience
@@ -323,8 +324,31 @@ class Driver:
         return request
 
     async def learn_batch(self, epoch: int, problems: list[Problem]) -> list[dict[str, Any]]:
-        """Apply the bank updates of a batch's problems one at a time, in the order given (dataset order)."""
-        return [await self.learn(epoch, problem) for problem in problems]
+        """Apply the bank updates of a batch's problems in the order given (dataset order), as if one at a time.
+
+        Their threads run side by side and their `learn` nodes hand the updates to one `LearningBatch`, which
+        applies them together in that order; the first failure is raised. Under review, where a problem may
+        pause at its update, they run one at a time.
+        """
+        if self.context.review:
+            return [await self.learn(epoch, problem) for problem in problems]
+        batch = LearningBatch(self.store, range(len(problems)))
+
+        async def one(rank: int, problem: Problem) -> dict[str, Any]:
+            learning_turn.set((batch, rank))  # this task's own context: its graph's nodes see it
+            failed = True
+            try:
+                state = await self.learn(epoch, problem)
+                failed = False
+                return state
+            finally:
+                batch.ended(rank, failed)
+
+        states = await asyncio.gather(*(one(r, p) for r, p in enumerate(problems)), return_exceptions=True)
+        for state in states:
+            if isinstance(state, BaseException):
+                raise state
+        return states  # type: ignore[return-value]
 
     async def bank_sizes(self) -> dict[str, int]:
         """Live experiences per bank."""
