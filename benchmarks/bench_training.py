@@ -60,6 +60,7 @@ from schedule_bound import least_latencies
 
 from causal_grpo import Context, ExperienceBank, Problem, Scaffold, TrainingResult, atrain, load_problems
 from causal_grpo.llm import client_for
+from causal_grpo.model_process import model_process
 from causal_grpo.scaffold import Sandbox, compute, shared_sandbox, use_sandbox
 from causal_grpo.scaffold.sandbox import TIME_LIMIT_S
 
@@ -140,10 +141,9 @@ class Simulator:
         self._log.close()
 
     def cpu_s(self) -> float:
-        """The simulator process's CPU seconds so far (Linux /proc: user and system time)."""
+        """The simulator process's CPU seconds so far."""
         assert self._process is not None
-        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_s(self._process.pid)
 
     def stats(self) -> dict[str, Any]:
         """Requests by kind, completions and peak concurrency since the last reset."""
@@ -180,6 +180,12 @@ class InFlightSampler:
         """Mean calls in flight over each of `slices` equal spans of the phase: where the slots sat idle."""
         size = max(1, len(self.samples) // slices)
         return [round(statistics.fmean(self.samples[i : i + size]), 1) for i in range(0, len(self.samples), size)]
+
+
+def process_cpu_s(pid: int) -> float:
+    """A process's CPU seconds so far (Linux /proc: user and system time)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def machine_ticks() -> tuple[int, int]:
@@ -305,11 +311,14 @@ async def bench_concurrency(
         )
         warm_up_s = await warm_up(ctx)
         sim.reset()
-        busy, sim_cpu = machine_ticks()[0], sim.cpu_s()
+        models = model_process().start().pid
+        assert models is not None
+        busy, sim_cpu, models_cpu = machine_ticks()[0], sim.cpu_s(), process_cpu_s(models)
         with InFlightSampler(sim) as sampler:
             timed = await timed_train(pick_problems(problems), ctx, batch_size, home)
         busy_s = (machine_ticks()[0] - busy) / os.sysconf("SC_CLK_TCK")
         sim_cpu = sim.cpu_s() - sim_cpu
+        models_cpu = process_cpu_s(models) - models_cpu
         stats = check_run(timed.result, sim)
     calls = batch_calls(timed.result, batch_size)
     path = critical_path(ctx)
@@ -347,7 +356,9 @@ async def bench_concurrency(
             "calls_per_s_achieved": round(timed.result.usage.calls / timed.wall_s, 1),
             # the whole machine: where the CPU of one call goes, and whether the cores were the limit
             "simulator_cpu_ms_per_call": round(timed.per_call_ms(sim_cpu), 2),
-            "other_cpu_ms_per_call": round(timed.per_call_ms(busy_s - timed.cpu_s - sim_cpu), 2),
+            # ChatOpenAI, the SDK and httpx, in the model process (`causal_grpo.model_process`)
+            "model_process_cpu_ms_per_call": round(timed.per_call_ms(models_cpu), 2),
+            "other_cpu_ms_per_call": round(timed.per_call_ms(busy_s - timed.cpu_s - sim_cpu - models_cpu), 2),
             "machine_cores_busy": round(busy_s / timed.wall_s, 2),
             "cores": len(os.sched_getaffinity(0)),
             "warm_up_s": round(warm_up_s, 3),
@@ -446,19 +457,26 @@ async def bench_overhead(args: argparse.Namespace, sim: Simulator, home: Path | 
             "simulator_service_ms_per_call": round(median.service_ms, 2),
             "overhead_with_simulator_ms": round(median.overhead_ms + median.service_ms, 2),
             "cpu_ms_per_call": round(timed.per_call_ms(timed.cpu_s), 2),
-            "client_cpu_ms_per_call": round(await client_cpu_ms(ctx, CLIENT_CALLS), 2),
+            **await client_cpu_ms(ctx, CLIENT_CALLS),
         },
     )
 
 
-async def client_cpu_ms(ctx: Context, calls: int) -> float:
-    """Our CPU per call of the model client alone (LangChain, OpenAI SDK, HTTP), one scaffold request at a time."""
+async def client_cpu_ms(ctx: Context, calls: int) -> dict[str, float]:
+    """CPU per call of the model client alone, one scaffold request at a time: this process's (parsing, the
+    hop to the model process) and the model process's (LangChain, the OpenAI SDK, HTTP)."""
     messages = scaffold_messages(pick_problems(1)[0], style="", experiences="", rollout=1)
     client = client_for(ctx, "generator")
-    cpu = time.process_time()
+    await client.structured(Scaffold, messages)  # the model process started and connected
+    models = model_process().pid
+    assert models is not None
+    cpu, models_cpu = time.process_time(), process_cpu_s(models)
     for _ in range(calls):
         await client.structured(Scaffold, messages)
-    return (time.process_time() - cpu) / calls * 1000
+    return {
+        "client_cpu_ms_per_call": round((time.process_time() - cpu) / calls * 1000, 2),
+        "client_model_process_cpu_ms_per_call": round((process_cpu_s(models) - models_cpu) / calls * 1000, 2),
+    }
 
 
 TOPICS = (

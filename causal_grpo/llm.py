@@ -81,6 +81,9 @@ class TransientModelError(CausalGrpoError):
         super().__init__(message)
         self.status = status
 
+    def __reduce__(self) -> tuple[Any, ...]:  # across the model process, with its status
+        return (type(self), (str(self), self.status))
+
 
 class ModelAccessError(CausalGrpoError):
     """The endpoint refuses us (401, 403) or lacks the model (404): the run cannot go on."""
@@ -210,9 +213,22 @@ class _Faults:
 
 @dataclass
 class _Attempts:
-    """One model call's attempts as its HTTP client sees them: the cause of the last failed one, if any."""
+    """One model call's attempts as its HTTP client sees them: the cause of the last failed one, if any,
+    and the causes of the failures the SDK retried."""
 
     failure: str | None = None
+    retried: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Exchange:
+    """One request's outcome where the HTTP client runs: its reply or the error it ended in, the causes of
+    the attempts the SDK retried, and (for a call that failed for good) the last failure's cause."""
+
+    reply: _Reply | None
+    failure: Exception | None
+    retried: list[str]
+    failed: str | None = None
 
 
 _faults: dict[str, _Faults] = {}
@@ -396,8 +412,6 @@ class _SlotHttpClient(openai.DefaultAsyncHttpxClient):
         limiter: PriorityLimiter,
         behind: int,
         *,
-        faults: _Faults | None = None,
-        label: str = "model",
         base_url: str | None = None,
         pools: int = 1,
         **kwargs: Any,
@@ -407,8 +421,6 @@ class _SlotHttpClient(openai.DefaultAsyncHttpxClient):
         self._base = base_url
         self._slots = limiter
         self._behind = behind
-        self._faults = faults if faults is not None else _Faults()
-        self._label = label
 
     def _init_transport(self, *, limits: Any = None, transport: Any = None, **kwargs: Any) -> Any:
         """The running loop's shared `_PoolShards`: httpx's own transport, `pools` times, sharing its limits.
@@ -444,9 +456,7 @@ class _SlotHttpClient(openai.DefaultAsyncHttpxClient):
         """
         attempts = _attempts.get()
         if attempts is not None and attempts.failure is not None:
-            with _faults_lock:
-                self._faults.retries[attempts.failure] += 1
-            log.info("%s: retrying after %s", self._label, attempts.failure)
+            attempts.retried.append(attempts.failure)
             attempts.failure = None
         try:
             behind = calls_behind.get()
@@ -550,20 +560,23 @@ def client_for(context: Context, agent: str) -> ModelClient:
 
 
 async def close_clients() -> None:
-    """Close every model client's connections on the running loop (the end of a run)."""
-    with _clients_lock:
-        clients = list(_clients.values())
-    for client in clients:
-        await client.aclose()
+    """Close the model clients' HTTP connections (the end of a run)."""
+    from causal_grpo.model_process import model_process
+
+    await model_process().close_clients()
 
 
 class ModelClient:
-    """Structured calls to one agent's endpoint through ChatOpenAI over HTTP."""
+    """Structured calls to one agent's endpoint through ChatOpenAI over HTTP.
 
-    def __init__(self, settings: _Settings) -> None:
+    The HTTP exchange itself (`exchange`: ChatOpenAI, the SDK, the connection pools and the run's limiter)
+    runs in the model process (`causal_grpo.model_process`); structured output, re-asks and counting here.
+    """
+
+    def __init__(self, settings: _Settings, key: SecretStr | None = None) -> None:
         self._settings = settings
         self.endpoint = settings.endpoint
-        self._key = self._read_key()
+        self._key = key or self._read_key()
         # ChatOpenAI's async HTTP pool belongs to one event loop, so each loop gets its own.
         self._chats: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ChatOpenAI] = weakref.WeakKeyDictionary()
         self._http: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.DefaultAsyncHttpxClient] = (
@@ -596,7 +609,8 @@ class ModelClient:
             )
         return SecretStr(SIMULATED if self.endpoint.model == SIMULATED else NO_KEY)
 
-    def _scrub(self, text: str) -> str:
+    def scrub(self, text: str) -> str:
+        """`text` with the key masked."""
         key = self._key.get_secret_value()
         return text.replace(key, "***") if len(key) >= 4 else text
 
@@ -619,13 +633,9 @@ class ModelClient:
         return chat
 
     def _http_client(self) -> _SlotHttpClient:
-        label = f"{self._settings.agent} at {self.endpoint.describe()}"
-        faults = _faults_of(self._settings.run)
         return _SlotHttpClient(
             self._limiter(),
             CALLS_BEHIND[self._settings.agent],
-            faults=faults,
-            label=label,
             base_url=self.endpoint.base_url,
             pools=-(-self._settings.concurrency // POOL_SHARD),
             verify=_ssl_context(),
@@ -759,6 +769,13 @@ class ModelClient:
     async def _call(
         self, mode: Mode, schema: type[T], conversation: list[BaseMessage], temperature: float | None
     ) -> _Reply:
+        return await self._invoke(mode, *self.request(mode, schema, conversation, temperature))
+
+    @staticmethod
+    def request(
+        mode: Mode, schema: type[T], conversation: list[BaseMessage], temperature: float | None
+    ) -> tuple[list[BaseMessage], dict[str, Any]]:
+        """The messages and ChatOpenAI arguments of one structured request in `mode`."""
         response_format, tool, instruction = _formats(schema)
         kwargs: dict[str, Any] = {} if temperature is None else {"temperature": temperature}
         messages = conversation
@@ -772,39 +789,55 @@ class ModelClient:
             kwargs["tool_choice"] = {"type": "function", "function": {"name": tool["function"]["name"]}}
         else:
             messages = _with_instruction(conversation, instruction)
-        return await self._invoke(mode, messages, kwargs)
+        return messages, kwargs
 
     async def _invoke(self, mode: Mode, messages: list[BaseMessage], kwargs: dict[str, Any]) -> _Reply:
-        """One request as it stands, its transport faults classified and counted."""
+        """One request as it stands, through the model process; its transport faults counted."""
+        from causal_grpo.model_process import model_process
+
+        agent = self._settings.agent
         if self._settings.verbose:
-            log.info("%s %s request:\n%s", self._settings.agent, mode, self._render(messages))
-        failure: Exception | None = None
+            log.info("%s %s request:\n%s", agent, mode, self._render(messages))
+        exchange = await model_process().exchange(self._settings, self._key, mode, messages, kwargs)
+        faults = _faults_of(self._settings.run)
+        with _faults_lock:
+            faults.retries.update(exchange.retried)
+            if exchange.failed is not None:
+                faults.failed[exchange.failed] += 1
+        for cause in exchange.retried:
+            log.info("%s at %s: retrying after %s", agent, self.endpoint.describe(), cause)
+        if exchange.failure is not None:
+            if exchange.failed is not None:
+                log.info("%s: %s", agent, exchange.failure)
+            raise exchange.failure
+        reply = cast(_Reply, exchange.reply)
+        if self._settings.verbose:
+            log.info("%s %s reply (%s):\n%s", agent, mode, reply.finish_reason, reply.text)
+        return reply
+
+    async def exchange(self, mode: Mode, messages: list[BaseMessage], kwargs: dict[str, Any]) -> Exchange:
+        """One request over HTTP in this process (the model process runs it), its failure classified."""
         attempts = _Attempts()
         token = _attempts.set(attempts)
         try:
             # the limiter's slot is taken by the HTTP client around the request itself (`_SlotHttpClient`)
             message = await self._chat().ainvoke(messages, **kwargs)
         except openai.APIError as exc:
-            failure = self._classify(exc)
-            if isinstance(failure, TransientModelError):
-                faults = _faults_of(self._settings.run)
-                with _faults_lock:
-                    faults.failed[attempts.failure or str(failure.status or "error")] += 1
-                log.info("%s: %s", self._settings.agent, failure)
+            # classified outside the except block so no openai exception rides along as __context__
+            failure = exc
         except (ValueError, KeyError, TypeError) as exc:
             # A malformed body from the server (not the model's text): an invalid reply, re-asked.
             problem = f"malformed response from the server ({type(exc).__name__})"
             reply = _Reply(mode, None, None, Usage(calls=1), structured=False, problem=problem)
+            return Exchange(reply, None, attempts.retried)
         else:
-            reply = self._reply(mode, message)
+            return Exchange(self._reply(mode, message), None, attempts.retried)
         finally:
             _attempts.reset(token)
-        if failure is not None:
-            # Raised outside the except block so no openai exception rides along as __context__.
-            raise failure
-        if self._settings.verbose:
-            log.info("%s %s reply (%s):\n%s", self._settings.agent, mode, reply.finish_reason, reply.text)
-        return reply
+        classified = self._classify(failure)
+        if isinstance(classified, TransientModelError):
+            return Exchange(None, classified, attempts.retried, attempts.failure or str(classified.status or "error"))
+        return Exchange(None, classified, attempts.retried)
 
     def _reply(self, mode: Mode, message: AIMessage) -> _Reply:
         finish = message.response_metadata.get("finish_reason")
@@ -840,7 +873,7 @@ class ModelClient:
             return TransientModelError(
                 f"server error ({status or 'unknown'}) at {where} after {retries} retries", status
             )
-        return _Rejected(self._scrub(f"request rejected ({status}): {self._server_message(exc)}"))
+        return _Rejected(self.scrub(f"request rejected ({status}): {self._server_message(exc)}"))
 
     @staticmethod
     def _server_message(exc: openai.APIError) -> str:
@@ -852,4 +885,4 @@ class ModelClient:
         return str(body)[:MAX_REASON_CHARS]
 
     def _render(self, messages: list[BaseMessage]) -> str:
-        return self._scrub("\n".join(f"[{m.type}] {m.content}" for m in messages))
+        return self.scrub("\n".join(f"[{m.type}] {m.content}" for m in messages))

@@ -46,6 +46,7 @@ from causal_grpo.errors import CausalGrpoError
 from causal_grpo.exports import Exporter
 from causal_grpo.limiter import problem_rank
 from causal_grpo.llm import ModelAccessError, Usage, close_clients, fault_counts, fault_delta
+from causal_grpo.model_process import model_process
 from causal_grpo.problems import Problem
 from causal_grpo.scaffold import units
 
@@ -364,10 +365,13 @@ class Driver:
         started = time.monotonic()
         faults_before = fault_counts(self.context.run)
         result = TrainingResult(run=self.context.run, model=self.context.model, run_dir=str(self.run_dir or ""))
+        # the model process starts (about a second) while the run sets up, not behind the first call
+        starting = asyncio.create_task(asyncio.to_thread(model_process().start))
         if any(p.unit for p in problems):
             # pint's registries take 0.5 s of CPU to build: at start-up, not in the judge of the first physics
             # problem, where they froze the event loop with every call in flight waiting on it
             await asyncio.to_thread(units.registry)
+        await starting
         try:
             await self._epochs(problems, result, epochs=epochs, batch_size=batch_size)
         finally:

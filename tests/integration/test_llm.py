@@ -112,8 +112,11 @@ async def test_the_model_client_spares_the_sdk_its_walk_of_the_messages(mode: st
 
     monkeypatch.setattr(completions_module, "async_maybe_transform", recording)
     async with serving() as sim:
-        result = await client(sim, structured_mode=mode).structured(Scaffold, PROMPT)
-    assert result.ok and walked == [[]]
+        model = client(sim, structured_mode=mode)
+        # in this process: the exchange the model process runs for `structured`
+        exchange = await model.exchange(mode, *model.request(mode, Scaffold, PROMPT, None))
+        await model.aclose()
+    assert exchange.reply is not None and exchange.reply.text and walked == [[]]
 
 
 async def test_auto_falls_back_to_text_and_remembers() -> None:
