@@ -188,6 +188,13 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def model_process_cpu_s() -> float:
+    """The model process's CPU seconds so far (started if it is not running)."""
+    pid = model_process().start().pid
+    assert pid is not None
+    return process_cpu_s(pid)
+
+
 def machine_ticks() -> tuple[int, int]:
     """Busy and total CPU ticks of every core since boot (/proc/stat; idle and iowait are not busy)."""
     user, nice, system, idle, iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
@@ -311,14 +318,12 @@ async def bench_concurrency(
         )
         warm_up_s = await warm_up(ctx)
         sim.reset()
-        models = model_process().start().pid
-        assert models is not None
-        busy, sim_cpu, models_cpu = machine_ticks()[0], sim.cpu_s(), process_cpu_s(models)
+        busy, sim_cpu, models_cpu = machine_ticks()[0], sim.cpu_s(), model_process_cpu_s()
         with InFlightSampler(sim) as sampler:
             timed = await timed_train(pick_problems(problems), ctx, batch_size, home)
         busy_s = (machine_ticks()[0] - busy) / os.sysconf("SC_CLK_TCK")
         sim_cpu = sim.cpu_s() - sim_cpu
-        models_cpu = process_cpu_s(models) - models_cpu
+        models_cpu = model_process_cpu_s() - models_cpu
         stats = check_run(timed.result, sim)
     calls = batch_calls(timed.result, batch_size)
     path = critical_path(ctx)
@@ -468,14 +473,12 @@ async def client_cpu_ms(ctx: Context, calls: int) -> dict[str, float]:
     messages = scaffold_messages(pick_problems(1)[0], style="", experiences="", rollout=1)
     client = client_for(ctx, "generator")
     await client.structured(Scaffold, messages)  # the model process started and connected
-    models = model_process().pid
-    assert models is not None
-    cpu, models_cpu = time.process_time(), process_cpu_s(models)
+    cpu, models_cpu = time.process_time(), model_process_cpu_s()
     for _ in range(calls):
         await client.structured(Scaffold, messages)
     return {
         "client_cpu_ms_per_call": round((time.process_time() - cpu) / calls * 1000, 2),
-        "client_model_process_cpu_ms_per_call": round((process_cpu_s(models) - models_cpu) / calls * 1000, 2),
+        "client_model_process_cpu_ms_per_call": round((model_process_cpu_s() - models_cpu) / calls * 1000, 2),
     }
 
 

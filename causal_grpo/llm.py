@@ -798,7 +798,7 @@ class ModelClient:
         agent = self._settings.agent
         if self._settings.verbose:
             log.info("%s %s request:\n%s", agent, mode, self._render(messages))
-        exchange = await model_process().exchange(self._settings, self._key, mode, messages, kwargs)
+        exchange = cast(Exchange, await model_process().exchange(self._settings, self._key, mode, messages, kwargs))
         faults = _faults_of(self._settings.run)
         with _faults_lock:
             faults.retries.update(exchange.retried)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import itertools
-import logging
 import os
 import pickle
 import select
@@ -34,8 +33,6 @@ from typing import Any
 
 from causal_grpo import llm
 from causal_grpo.limiter import calls_behind, problem_rank
-
-log = logging.getLogger("causal_grpo.model_process")
 
 _HEADER = struct.Struct("!I")
 START_TIMEOUT_S = 120.0
@@ -146,7 +143,7 @@ class _Connection:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, process: ModelProcess) -> None:
         self._writer = writer
-        self._waiting: dict[int, asyncio.Future[llm.Exchange]] = {}
+        self._waiting: dict[int, asyncio.Future[llm.Exchange | None]] = {}
         self._ids = itertools.count()
         self._reading = asyncio.create_task(self._read(reader, process))
 
@@ -168,7 +165,7 @@ class _Connection:
                     future.set_exception(llm.TransientModelError(f"the model process stopped ({stopped})"))
             self._waiting.clear()
 
-    async def send(self, kind: str, *payload: Any) -> llm.Exchange:
+    async def send(self, kind: str, *payload: Any) -> llm.Exchange | None:
         if not self.alive:
             raise llm.TransientModelError("the model process stopped")
         ident = next(self._ids)
@@ -290,9 +287,9 @@ class ModelProcess:
     ) -> llm.Exchange:
         """One request through the server process, with this task's place in the limiter's queue."""
         behind = calls_behind.get()
-        request = (mode, messages, kwargs, llm.CALLS_BEHIND[settings.agent] if behind is None else behind)
+        behind = llm.CALLS_BEHIND[settings.agent] if behind is None else behind
         connection = await self._connection()
-        return await connection.send("call", settings, key, (*request, problem_rank.get()))
+        return await connection.send("call", settings, key, (mode, messages, kwargs, behind, problem_rank.get()))
 
     async def close_clients(self) -> None:
         """Close the server's HTTP connections (the end of a run) and this loop's connection to it."""

@@ -365,13 +365,13 @@ class Driver:
         started = time.monotonic()
         faults_before = fault_counts(self.context.run)
         result = TrainingResult(run=self.context.run, model=self.context.model, run_dir=str(self.run_dir or ""))
-        # the model process starts (about a second) while the run sets up, not behind the first call
-        starting = asyncio.create_task(asyncio.to_thread(model_process().start))
+        # the model process starts (about 2 s, its imports) while the run sets up, not behind the first call
+        setup = [asyncio.to_thread(model_process().start)]
         if any(p.unit for p in problems):
             # pint's registries take 0.5 s of CPU to build: at start-up, not in the judge of the first physics
             # problem, where they froze the event loop with every call in flight waiting on it
-            await asyncio.to_thread(units.registry)
-        await starting
+            setup.append(asyncio.to_thread(units.registry))
+        await asyncio.gather(*setup)
         try:
             await self._epochs(problems, result, epochs=epochs, batch_size=batch_size)
         finally:
