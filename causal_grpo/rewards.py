@@ -39,7 +39,8 @@ from pydantic import BaseModel, Field
 
 from causal_grpo.errors import shorten_numbers
 from causal_grpo.problems import Problem
-from causal_grpo.scaffold import Answer, Computation, Scaffold, ancestors, compute, units
+from causal_grpo.scaffold import Answer, Computation, Scaffold, ancestors, units
+from causal_grpo.scaffold.sandbox import shared_sandbox
 
 
 class RewardWeights(BaseModel):
@@ -138,14 +139,17 @@ def _exactly_equal(value: str, reference: str) -> bool | None:
     """Whether two exact constant expressions are equal, decided by the computer (None: not both readable).
 
     The difference is computed as a scaffold's target, so it is simplified and proven as the computer proves
-    any exact value: True only when it is provably 0; a difference it cannot prove 0 is False.
+    any exact value: True only when it is provably 0; a difference it cannot prove 0 is False. It is computed
+    in the sandbox, like every scaffold: the answer is model output, and in the caller's process a garbage
+    collection of its heap (0.64 s of CPU measured in the test process) would spend the budget and fail a
+    right answer.
     """
     nodes = [
         {"id": "value", "kind": "given", "value": value},
         {"id": "reference", "kind": "given", "value": reference},
         {"id": "difference", "kind": "derived", "formula": "value - reference"},
     ]
-    result = compute({"nodes": nodes, "target": "difference"}, time_limit_s=EXACT_DECISION_S)
+    result = shared_sandbox().compute({"nodes": nodes, "target": "difference"}, time_limit_s=EXACT_DECISION_S)
     if result.answer is None:
         return None
     return result.answer.is_exact and result.answer.exact == "0"

@@ -142,14 +142,14 @@ class Sandbox:
         assert pool is not None
         return pool.schedule(function, args=args, timeout=self.limits.wall_limit_s)
 
-    def _schedule(self, scaffold: Scaffold | dict[str, Any] | str) -> Future:
+    def _schedule(self, scaffold: Scaffold | dict[str, Any] | str, time_limit_s: float | None = None) -> Future:
         if isinstance(scaffold, Scaffold):
             text = scaffold.model_dump_json()
         elif isinstance(scaffold, str):
             text = scaffold
         else:
             text = json.dumps(scaffold)
-        return self.submit(_compute_json, text, self.limits.time_limit_s)
+        return self.submit(_compute_json, text, time_limit_s or self.limits.time_limit_s)
 
     def outcome(self, future: Future) -> Computation:
         """The computation a finished future holds, or the error that ended its worker."""
@@ -182,9 +182,12 @@ class Sandbox:
             await asyncio.to_thread(self.start)
         return await self.aoutcome(self._schedule(scaffold))
 
-    def compute(self, scaffold: Scaffold | dict[str, Any] | str) -> Computation:
-        """Compute a scaffold in a worker, waiting for it (for synchronous callers such as `scaffold check`)."""
-        future = self._schedule(scaffold)
+    def compute(self, scaffold: Scaffold | dict[str, Any] | str, *, time_limit_s: float | None = None) -> Computation:
+        """Compute a scaffold in a worker, waiting for it (for synchronous callers such as `scaffold check`).
+
+        `time_limit_s` replaces the limits' CPU budget for this one computation (never the wall limit).
+        """
+        future = self._schedule(scaffold, time_limit_s)
         try:
             future.exception()
         except BaseException:
