@@ -149,7 +149,7 @@ class Sandbox:
             text = scaffold
         else:
             text = json.dumps(scaffold)
-        return self.submit(_compute_json, text, time_limit_s or self.limits.time_limit_s)
+        return self.submit(_compute_json, text, self.limits.time_limit_s if time_limit_s is None else time_limit_s)
 
     def outcome(self, future: Future) -> Computation:
         """The computation a finished future holds, or the error that ended its worker."""
